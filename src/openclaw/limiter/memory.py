@@ -1,0 +1,146 @@
+"""The embedded store: buckets in a bounded in-process dict.
+
+Compiled with mypyc (see ``setup.py``); keep it strictly typed and free of dynamic tricks.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Final, final
+
+from openclaw.clock import Clock, monotonic
+from openclaw.limiter.base import Limits, TakeRequest, as_limits
+from openclaw.limiter.core import (
+    NEVER,
+    BucketParams,
+    BucketState,
+    Decision,
+    check_cost,
+    refill_and_take,
+)
+
+DEFAULT_MAX_BUCKETS: Final = 1_000_000
+# How far into the idle end an eviction looks for buckets that are already full (expired)
+# before it falls back to dropping the least recently charged ones.
+_EVICT_SCAN: Final = 256
+_EVICT_LRU: Final = 16
+
+
+@final
+class _Entry:
+    __slots__ = ("expires_at", "states")
+
+    def __init__(self, states: tuple[BucketState, ...], expires_at: float) -> None:
+        self.states: Final = states
+        # When every bucket of the key is full again; past it the entry equals no entry.
+        self.expires_at: Final = expires_at
+
+
+class MemoryStore:
+    """Bounded, thread-safe, asyncio-friendly (nothing here waits on I/O).
+
+    The dict is kept in order of last charge (an entry is re-inserted when written), so the
+    idle end is its front: expired buckets are dropped from there as new keys arrive, and
+    when the bound is reached the expired ones go first, then the least recently charged.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_buckets: int = DEFAULT_MAX_BUCKETS,
+        clock: Clock = monotonic,
+    ) -> None:
+        if max_buckets < 1:
+            raise ValueError("max_buckets must be >= 1")
+        self._max = max_buckets
+        self._clock = clock
+        self._buckets: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    @property
+    def max_buckets(self) -> int:
+        return self._max
+
+    def take(self, key: str, limits: Limits, cost: float = 1.0) -> Decision:
+        if isinstance(limits, BucketParams):
+            lims: tuple[BucketParams, ...] = (limits,)
+        else:
+            lims = as_limits(limits)
+        if not (cost >= 0.0 and cost < NEVER):
+            cost = check_cost(cost)  # raises with the reason
+        return self._take(key, lims, float(cost), self._clock())
+
+    def _take(self, key: str, lims: tuple[BucketParams, ...], cost: float, now: float) -> Decision:
+        buckets = self._buckets
+        lock = self._lock
+        lock.acquire()
+        try:
+            entry = buckets.get(key)
+            new_states, decision = refill_and_take(
+                entry.states if entry is not None else (), lims, now, cost
+            )
+            if new_states is not None:
+                if entry is not None:
+                    del buckets[key]  # re-insert at the recent end
+                elif len(buckets) >= self._max:
+                    self._evict(now)
+                else:
+                    self._drop_expired_front(now)
+                buckets[key] = _Entry(new_states, now + decision.reset_after)
+        finally:
+            lock.release()
+        return decision
+
+    def take_many(self, requests: Sequence[TakeRequest]) -> list[Decision]:
+        now = self._clock()
+        return [self._take(r.key, r.limits, r.cost, now) for r in requests]
+
+    async def atake(self, key: str, limits: Limits, cost: float = 1.0) -> Decision:
+        return self.take(key, limits, cost)
+
+    async def atake_many(self, requests: Sequence[TakeRequest]) -> list[Decision]:
+        return self.take_many(requests)
+
+    def reset(self, key: str) -> None:
+        with self._lock:
+            self._buckets.pop(key, None)
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._buckets.clear()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def _drop_expired_front(self, now: float) -> None:
+        # One look at the idle end per new key keeps memory following the active set
+        # without a sweeper thread.
+        key = next(iter(self._buckets), None)
+        if key is not None and self._buckets[key].expires_at <= now:
+            del self._buckets[key]
+
+    def _evict(self, now: float) -> None:
+        victims: list[str] = []
+        scanned = 0
+        for key, entry in self._buckets.items():
+            if entry.expires_at <= now:
+                victims.append(key)
+            scanned += 1
+            if scanned >= _EVICT_SCAN:
+                break
+        if not victims:
+            for key in self._buckets:
+                victims.append(key)
+                if len(victims) >= _EVICT_LRU:
+                    break
+        for key in victims:
+            del self._buckets[key]
+        self.evictions += len(victims)
