@@ -31,8 +31,8 @@ class Settings(BaseSettings):
     redis_timeout_ms: float = Field(
         default=50.0,
         gt=0,
-        description="Socket timeout per Redis round trip. Well under Envoy's 20 ms budget "
-        "would be ideal, but a loaded server needs headroom; decisions past it follow failure_mode.",
+        description="Socket timeout per Redis round trip; a decision that takes longer "
+        "follows failure_mode. Envoy gives the whole rate-limit call 20 ms.",
     )
     redis_connect_timeout_ms: float = Field(default=100.0, gt=0)
     redis_retry_interval_s: float = Field(

@@ -129,11 +129,9 @@ class MemoryStore:
 
     def _evict(self, now: float) -> None:
         victims: list[str] = []
-        scanned = 0
-        for key, entry in self._buckets.items():
+        for scanned, (key, entry) in enumerate(self._buckets.items(), start=1):
             if entry.expires_at <= now:
                 victims.append(key)
-            scanned += 1
             if scanned >= _EVICT_SCAN:
                 break
         if not victims:

@@ -201,6 +201,18 @@ class RedisStore:
         if self._drainer is not None:
             await asyncio.gather(self._drainer, return_exceptions=True)
         if self._async is not None:
+            from redis.asyncio.cluster import RedisCluster as ACluster
+
+            if isinstance(self._async, ACluster):
+                # redis-py's cluster client disconnects recycled connections in background
+                # tasks (ClusterNode.release); a loop that ends before they run leaks the
+                # sockets. Let them finish before closing.
+                tasks = [
+                    task
+                    for node in self._async.get_nodes()
+                    for task in getattr(node, "_background_tasks", ())
+                ]
+                await asyncio.gather(*tasks, return_exceptions=True)
             await self._async.aclose()
             self._async = None
         self.close()

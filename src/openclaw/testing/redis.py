@@ -21,18 +21,41 @@ from openclaw.errors import ConfigError
 CLUSTER_SLOTS = 16384
 
 
-def free_port() -> int:
-    """A port nothing listens on right now (the kernel's pick)."""
+# A cluster node also listens on its port + 10000 (the cluster bus), so its port must leave
+# room for that.
+CLUSTER_BUS_OFFSET = 10000
+_MAX_CLUSTER_PORT = 65535 - CLUSTER_BUS_OFFSET
+
+
+def _can_bind(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(*, cluster: bool = False) -> int:
+    """A port nothing listens on right now (and, for a cluster node, its bus port too)."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if not cluster:
+            return port
+        port = 20000 + port % (_MAX_CLUSTER_PORT - 20000)
+        if _can_bind(port) and _can_bind(port + CLUSTER_BUS_OFFSET):
+            return port
+    raise RuntimeError("no free loopback port found")
 
 
 def redis_binary(name: str = "redis-server") -> str:
     path = shutil.which(name)
     if path is None:
-        raise ConfigError(f"{name} is not on PATH: install it (Debian: apt-get install redis-server)")
+        raise ConfigError(
+            f"{name} is not on PATH: install it (Debian: apt-get install redis-server)"
+        )
     return path
 
 
@@ -65,7 +88,10 @@ class RedisServer:
                 "--cluster-config-file", f"nodes-{self.port}.conf",
                 "--cluster-node-timeout", "2000",
             ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # The binary comes from PATH lookup and every argument is ours: nothing untrusted.
+        self.proc = subprocess.Popen(  # noqa: S603
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         self._wait_ready(timeout)
         return self
 
@@ -75,7 +101,7 @@ class RedisServer:
 
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
         try:
-            reply = client.execute_command(*args)
+            reply = client.execute_command(*args)  # type: ignore[no-untyped-call]
         finally:
             client.close()
         return reply.decode() if isinstance(reply, bytes) else str(reply)
@@ -134,12 +160,16 @@ def start_redis(workdir: Path | None = None) -> RedisServer:
     return RedisServer(port=free_port(), workdir=workdir).start()
 
 
-def start_cluster(masters: int = 3, workdir: Path | None = None, *, timeout: float = 30.0) -> RedisCluster:
+def start_cluster(
+    masters: int = 3, workdir: Path | None = None, *, timeout: float = 30.0
+) -> RedisCluster:
     workdir = workdir or Path(tempfile.mkdtemp(prefix="openclaw-cluster-"))
     nodes: list[RedisServer] = []
     try:
         for _ in range(masters):
-            nodes.append(RedisServer(port=free_port(), workdir=workdir, cluster=True).start())
+            nodes.append(
+                RedisServer(port=free_port(cluster=True), workdir=workdir, cluster=True).start()
+            )
         per = CLUSTER_SLOTS // masters
         for i, node in enumerate(nodes):
             first = i * per
@@ -150,8 +180,10 @@ def start_cluster(masters: int = 3, workdir: Path | None = None, *, timeout: flo
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             infos = [node.command("CLUSTER", "INFO") for node in nodes]
-            if all("cluster_state:ok" in info and f"cluster_known_nodes:{masters}" in info
-                   for info in infos):
+            if all(
+                "cluster_state:ok" in info and f"cluster_known_nodes:{masters}" in info
+                for info in infos
+            ):
                 return RedisCluster(nodes)
             time.sleep(0.1)
         raise TimeoutError(f"the {masters}-node cluster did not converge within {timeout}s")
