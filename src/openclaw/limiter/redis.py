@@ -316,9 +316,14 @@ class RedisStore:
             for call in calls:
                 pipe.execute_command("EVALSHA", SCRIPT_SHA, *call)
             replies = pipe.execute(raise_on_error=False)
-            for i, reply in enumerate(replies):
-                if isinstance(reply, self._noscript):
-                    replies[i] = client.execute_command("EVAL", SCRIPT, *calls[i])
+            missing = [i for i, reply in enumerate(replies) if isinstance(reply, self._noscript)]
+            if missing:
+                # EVAL runs the call and caches the script on whichever node it reached.
+                pipe = client.pipeline(transaction=False)
+                for i in missing:
+                    pipe.execute_command("EVAL", SCRIPT, *calls[i])
+                for i, reply in zip(missing, pipe.execute(raise_on_error=False), strict=True):
+                    replies[i] = reply
         return self._flatten(order, replies)
 
     def _flatten(self, order: list[int] | None, replies: list[Any]) -> list[bytes]:
@@ -407,7 +412,12 @@ class RedisStore:
             for call in calls:
                 pipe.execute_command("EVALSHA", SCRIPT_SHA, *call)
             replies = await pipe.execute(raise_on_error=False)
-            for i, reply in enumerate(replies):
-                if isinstance(reply, self._noscript):
-                    replies[i] = await client.execute_command("EVAL", SCRIPT, *calls[i])
+            missing = [i for i, reply in enumerate(replies) if isinstance(reply, self._noscript)]
+            if missing:
+                pipe = client.pipeline(transaction=False)
+                for i in missing:
+                    pipe.execute_command("EVAL", SCRIPT, *calls[i])
+                retried = await pipe.execute(raise_on_error=False)
+                for i, reply in zip(missing, retried, strict=True):
+                    replies[i] = reply
         return self._flatten(order, replies)
