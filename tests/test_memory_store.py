@@ -35,16 +35,18 @@ def test_idle_buckets_are_evicted_before_active_ones() -> None:
         assert not store.take(f"active-{i}", slow).allowed
 
 
-def test_expired_buckets_are_dropped_as_new_keys_arrive() -> None:
+def test_an_expired_bucket_decides_like_a_missing_one() -> None:
     clock = FakeClock()
-    store = MemoryStore(clock=clock)
-    fast = BucketParams(1, 100.0)
-    for i in range(100):
-        store.take(f"old-{i}", fast)
-    clock.advance(1.0)
-    for i in range(100):
+    store = MemoryStore(max_buckets=64, clock=clock)
+    fast = BucketParams(2, 100.0)
+    for i in range(64):
+        store.take(f"old-{i}", fast, cost=2)
+    clock.advance(1.0)  # all full again: expired, still stored until space is needed
+    assert store.take("old-0", fast).remaining == 1.0
+    for i in range(64):
         store.take(f"new-{i}", fast)
-    assert len(store) == 100
+    assert len(store) <= 64
+    assert store.take("new-63", fast).remaining == 0.0  # the newest survived
 
 
 def test_denials_do_not_create_buckets() -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from openclaw import __version__
+from openclaw.bench import LIMITER_DURATION_S, LIMITER_ROUNDS
+from openclaw.errors import OpenClawError
 
 app = typer.Typer(
     name="openclaw",
@@ -14,7 +18,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-bench_app = typer.Typer(help="Benchmarks against peers measured in the same run.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks against peers measured in the same run.", no_args_is_help=True
+)
 app.add_typer(bench_app, name="bench")
 
 
@@ -32,3 +38,38 @@ def main(
     ] = False,
 ) -> None:
     """OpenClaw: per-client token buckets sized by a model of the traffic the service has seen."""
+
+
+@bench_app.command("limiter")
+def bench_limiter(
+    duration: Annotated[
+        float, typer.Option(min=0.01, help="Seconds each contender runs per round.")
+    ] = LIMITER_DURATION_S,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Rounds; every round runs every contender.")
+    ] = LIMITER_ROUNDS,
+    redis: Annotated[
+        str,
+        typer.Option(
+            help="none: in-process only; auto: start a throwaway redis-server; "
+            "or a redis:// URL to benchmark against.",
+        ),
+    ] = "none",
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results to this file.")
+    ] = None,
+) -> None:
+    """Decisions/s of the token-bucket engine against limits and pyrate-limiter.
+
+    Prints FAIL next to a missed target but exits 0: it is a report, not a gate.
+    """
+    # Imported here, not at the top: it loads the stores and settings (a few hundred ms),
+    # which `openclaw --help` and every other command should not pay for.
+    from openclaw.bench.limiter import Options, command_line, run
+
+    options = Options(duration_s=duration, rounds=rounds, redis=redis, json_path=json_path)
+    try:
+        run(options, command=command_line(sys.argv))
+    except OpenClawError as exc:
+        typer.echo(f"openclaw bench limiter: {exc}", err=True)
+        raise typer.Exit(2) from exc

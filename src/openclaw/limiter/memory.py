@@ -21,10 +21,11 @@ from openclaw.limiter.core import (
 )
 
 DEFAULT_MAX_BUCKETS: Final = 1_000_000
-# How far into the idle end an eviction looks for buckets that are already full (expired)
-# before it falls back to dropping the least recently charged ones.
-_EVICT_SCAN: Final = 256
-_EVICT_LRU: Final = 16
+# Evicting a slice of the store at a time, not one bucket per new key, keeps the cost of
+# walking the idle end (past the holes earlier deletions left there) amortised.
+_EVICT_FRACTION: Final = 64
+_EVICT_SCAN_FACTOR: Final = 4
+_EVICT_SCAN_MIN: Final = 256
 
 
 @final
@@ -40,9 +41,11 @@ class _Entry:
 class MemoryStore:
     """Bounded, thread-safe, asyncio-friendly (nothing here waits on I/O).
 
-    The dict is kept in order of last charge (an entry is re-inserted when written), so the
-    idle end is its front: expired buckets are dropped from there as new keys arrive, and
-    when the bound is reached the expired ones go first, then the least recently charged.
+    An expired entry (its buckets full again) decides exactly like a missing one, so expiry
+    needs no sweeper: entries are reclaimed when the bound is reached. The dict is kept in
+    order of last charge (an entry is re-inserted when written), so its front is the idle
+    end; an eviction drops the expired entries found there first, then the least recently
+    charged, about 1/64 of the bound at a time.
     """
 
     def __init__(
@@ -89,8 +92,6 @@ class MemoryStore:
                     del buckets[key]  # re-insert at the recent end
                 elif len(buckets) >= self._max:
                     self._evict(now)
-                else:
-                    self._drop_expired_front(now)
                 buckets[key] = _Entry(new_states, now + decision.reset_after)
         finally:
             lock.release()
@@ -120,25 +121,21 @@ class MemoryStore:
     async def aclose(self) -> None:
         self.close()
 
-    def _drop_expired_front(self, now: float) -> None:
-        # One look at the idle end per new key keeps memory following the active set
-        # without a sweeper thread.
-        key = next(iter(self._buckets), None)
-        if key is not None and self._buckets[key].expires_at <= now:
-            del self._buckets[key]
-
     def _evict(self, now: float) -> None:
-        victims: list[str] = []
+        batch = max(1, self._max // _EVICT_FRACTION)
+        window = max(batch * _EVICT_SCAN_FACTOR, _EVICT_SCAN_MIN)
+        expired: list[str] = []
+        idle: list[str] = []
         for scanned, (key, entry) in enumerate(self._buckets.items(), start=1):
             if entry.expires_at <= now:
-                victims.append(key)
-            if scanned >= _EVICT_SCAN:
-                break
-        if not victims:
-            for key in self._buckets:
-                victims.append(key)
-                if len(victims) >= _EVICT_LRU:
+                expired.append(key)
+                if len(expired) >= batch:
                     break
+            elif len(idle) < batch:
+                idle.append(key)
+            if scanned >= window:
+                break
+        victims = expired + idle[: batch - len(expired)]
         for key in victims:
             del self._buckets[key]
         self.evictions += len(victims)

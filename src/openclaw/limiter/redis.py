@@ -51,18 +51,22 @@ def bucket_key(prefix: str, key: str) -> str:
     return f"{prefix}:{{{key}}}"
 
 
-def _encode(requests: Sequence[TakeRequest], prefix: str, now: float | None) -> list[Any]:
-    """One ``EVALSHA`` argument list (after the sha) for requests decided in one call."""
-    keys: list[str] = []
-    argv: list[str] = ["" if now is None else repr(now)]
+def encode_call(requests: Sequence[TakeRequest], prefix: str, now: float | None) -> list[Any]:
+    """The arguments after the sha of one script call deciding ``requests``.
+
+    Every number goes in one space-separated string: packing an argument is pure Python in
+    redis-py's asyncio client, and five of them per decision cost more than the decision.
+    Floats are written with ``repr``, which the script's ``tonumber`` reads back exactly.
+    """
+    keys = [bucket_key(prefix, req.key) for req in requests]
+    numbers: list[str] = []
     for req in requests:
-        keys.append(bucket_key(prefix, req.key))
-        argv.append(repr(req.cost))
-        argv.append(str(len(req.limits)))
+        numbers.append(repr(req.cost))
+        numbers.append(str(len(req.limits)))
         for params in req.limits:
-            argv.append(repr(params.capacity))
-            argv.append(repr(params.refill_rate))
-    return [len(keys), *keys, *argv]
+            numbers.append(repr(params.capacity))
+            numbers.append(repr(params.refill_rate))
+    return [len(keys), *keys, "" if now is None else repr(now), " ".join(numbers)]
 
 
 def _decode(reply: bytes) -> Decision:
@@ -204,16 +208,17 @@ class RedisStore:
             from redis.asyncio.cluster import RedisCluster as ACluster
 
             if isinstance(self._async, ACluster):
-                # redis-py's cluster client disconnects recycled connections in background
-                # tasks (ClusterNode.release); a loop that ends before they run leaks the
-                # sockets. Let them finish before closing.
-                tasks = [
-                    task
-                    for node in self._async.get_nodes()
-                    for task in getattr(node, "_background_tasks", ())
-                ]
+                # redis-py's asyncio cluster client recycles connections in background tasks
+                # (ClusterNode.release) that can outlive aclose() and leak their sockets when
+                # the loop ends. Let them finish, close, then disconnect every node again.
+                nodes = list(self._async.get_nodes())
+                tasks = [t for node in nodes for t in getattr(node, "_background_tasks", ())]
                 await asyncio.gather(*tasks, return_exceptions=True)
-            await self._async.aclose()
+                await self._async.aclose()
+                await asyncio.sleep(0)
+                await asyncio.gather(*(n.disconnect() for n in nodes), return_exceptions=True)
+            else:
+                await self._async.aclose()
             self._async = None
         self.close()
 
@@ -284,7 +289,7 @@ class RedisStore:
         """
         if not self._cluster:
             calls = [
-                _encode(requests[i : i + CALL_MAX], self._prefix, now)
+                encode_call(requests[i : i + CALL_MAX], self._prefix, now)
                 for i in range(0, len(requests), CALL_MAX)
             ]
             return calls, None
@@ -299,7 +304,7 @@ class RedisStore:
         for group in by_slot.values():
             for i in range(0, len(group), CALL_MAX):
                 chunk = group[i : i + CALL_MAX]
-                calls.append(_encode([requests[j] for j in chunk], self._prefix, now))
+                calls.append(encode_call([requests[j] for j in chunk], self._prefix, now))
                 order.extend(chunk)
         return calls, order
 

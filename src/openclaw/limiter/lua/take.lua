@@ -5,7 +5,9 @@
 -- One call decides one or more requests (coalesced by the client), each atomically:
 --   KEYS[k]  the bucket key of request k (hash-tagged, so a call's keys can share a slot)
 --   ARGV[1]  '' to use Redis TIME (production); an explicit time in seconds (tests only)
---   then per request k: cost, n, capacity_1, refill_rate_1, ..., capacity_n, refill_rate_n
+--   ARGV[2]  the numbers of every request in order, space-separated (one argument is far
+--            cheaper for the client to send than five per request):
+--            cost n capacity_1 refill_rate_1 ... capacity_n refill_rate_n
 -- The value at a key is "tokens_1 updated_at_1 ... tokens_n updated_at_n" (%.17g, exact),
 -- kept for as long as the slowest bucket needs to refill: an absent key is a full bucket.
 -- Returns one string per request: "allowed remaining limit retry_after reset_after".
@@ -35,12 +37,17 @@ local function time_to_full(tokens, capacity, rate)
   return NEVER
 end
 
+local nums = {}
+for v in string.gmatch(ARGV[2], '%S+') do
+  nums[#nums + 1] = tonumber(v)
+end
+
 local out = {}
-local a = 2
+local a = 1
 for k = 1, #KEYS do
   local key = KEYS[k]
-  local cost = tonumber(ARGV[a])
-  local n = tonumber(ARGV[a + 1])
+  local cost = nums[a]
+  local n = nums[a + 1]
   a = a + 2
 
   local saved = {}
@@ -55,8 +62,8 @@ for k = 1, #KEYS do
   local fits = true
   local never = 0 -- index of the first limit whose capacity is below the cost
   for i = 1, n do
-    local capacity = tonumber(ARGV[a])
-    local rate = tonumber(ARGV[a + 1])
+    local capacity = nums[a]
+    local rate = nums[a + 1]
     a = a + 2
     caps[i] = capacity
     rates[i] = rate

@@ -1,0 +1,75 @@
+"""The project as a newcomer meets it: the README's quickstart, the CLI, lint and types."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import openclaw
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def quickstart() -> list[str]:
+    """The commands of the README's quickstart block, in order."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quickstart", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
+    assert block is not None, "the quickstart has no ```sh block"
+    return [line.strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def run(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_quickstart_is_set_up_test_and_main_job() -> None:
+    commands = quickstart()
+    assert len(commands) == 3, commands
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    # CI runs exactly the README's set-up and test commands.
+    assert commands[0] in ci
+    assert commands[1] in ci
+    assert "pytest" in commands[1]
+
+
+def test_the_main_job_runs_on_embedded_defaults() -> None:
+    command = quickstart()[2].split()
+    assert command[0] == ".venv/bin/openclaw"
+    result = run(BIN / "openclaw", *command[1:])
+    assert result.returncode == 0, result.stderr
+    assert "limits FixedWindow" in result.stdout
+
+
+def test_cli_version() -> None:
+    result = run(BIN / "openclaw", "--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"openclaw {openclaw.__version__}"
+
+
+def test_cli_rejects_unknown_commands_with_a_message() -> None:
+    result = run(BIN / "openclaw", "frobnicate")
+    assert result.returncode != 0
+    assert "frobnicate" in result.stderr
+
+
+def test_ruff_is_clean() -> None:
+    lint = run(sys.executable, "-m", "ruff", "check", ".")
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    fmt = run(sys.executable, "-m", "ruff", "format", "--check", ".")
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_mypy_strict_is_clean() -> None:
+    result = run(sys.executable, "-m", "mypy")
+    assert result.returncode == 0, result.stdout + result.stderr
