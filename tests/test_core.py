@@ -47,13 +47,13 @@ def test_time_to_full() -> None:
 
 def test_denial_writes_nothing_and_says_why() -> None:
     p = BucketParams(2, 1)
-    states, decision = refill_and_take([BucketState(0.5, 0.0)], [p], 0.0, 1.0)
+    states, decision = refill_and_take([BucketState(0.5, 0.0)], [p], now=0.0, cost=1.0)
     assert states is None
     assert decision == Decision(False, 0.5, 2.0, 0.5, 1.5)
 
 
 def test_cost_above_capacity_is_never() -> None:
-    states, decision = refill_and_take([], [BucketParams(2, 1)], 0.0, 3.0)
+    states, decision = refill_and_take([], [BucketParams(2, 1)], now=0.0, cost=3.0)
     assert states is None
     assert decision.retry_never
     assert not decision.allowed
@@ -61,7 +61,7 @@ def test_cost_above_capacity_is_never() -> None:
 
 def test_no_limits_is_an_error() -> None:
     with pytest.raises(InvalidParamsError):
-        refill_and_take([], [], 0.0, 1.0)
+        refill_and_take([], [], now=0.0, cost=1.0)
 
 
 def test_decision_and_params_are_immutable() -> None:
@@ -85,8 +85,8 @@ def test_one_limit_decides_like_the_same_limit_twice(
     now = 0.0
     for step, cost in steps:
         now += step
-        new_one, d_one = refill_and_take(one, [p], now, cost)
-        new_two, d_two = refill_and_take(two, [p, p], now, cost)
+        new_one, d_one = refill_and_take(one, [p], now=now, cost=cost)
+        new_two, d_two = refill_and_take(two, [p, p], now=now, cost=cost)
         assert d_one == d_two
         assert (new_one is None) == (new_two is None)
         if new_one is not None and new_two is not None:
@@ -102,7 +102,7 @@ def test_admitted_never_exceeds_capacity_plus_refill(
     now = admitted = 0.0
     for step, cost in steps:
         now += step
-        new, decision = refill_and_take(states, [p], now, cost)
+        new, decision = refill_and_take(states, [p], now=now, cost=cost)
         if new is not None:
             states = new
             admitted += cost
@@ -113,13 +113,13 @@ def test_admitted_never_exceeds_capacity_plus_refill(
 @given(p=params, drain=st.floats(0.0, 1.0), cost=st.floats(0.01, 1000.0))
 def test_retry_after_is_when_the_request_fits(p: BucketParams, drain: float, cost: float) -> None:
     state = (BucketState(p.capacity * drain, 0.0),)
-    _, decision = refill_and_take(state, [p], 0.0, cost)
+    _, decision = refill_and_take(state, [p], now=0.0, cost=cost)
     if decision.allowed:
         assert decision.retry_after == 0.0
     elif cost > p.capacity:
         assert decision.retry_never
     else:
         later = decision.retry_after * (1 + 1e-9) + 1e-12
-        _, retry = refill_and_take(state, [p], later, cost)
+        _, retry = refill_and_take(state, [p], now=later, cost=cost)
         assert retry.allowed
         assert not math.isinf(decision.retry_after)

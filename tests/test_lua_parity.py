@@ -60,13 +60,13 @@ def test_python_memory_and_lua_decide_identically(
             key = f"{prefix}-{key_index}"
             limits = sets[set_index]
             now += step
-            new_states, expected = refill_and_take(states.get(key, ()), limits, now, cost)
+            new_states, expected = refill_and_take(states.get(key, ()), limits, now=now, cost=cost)
             if new_states is not None:
                 states[key] = new_states
 
-            from_lua = redis_store.take_at(key, limits, cost, now=now)
+            from_lua = redis_store.take_at(key, limits, cost=cost, now=now)
             clock.now = now
-            from_memory = memory.take(key, limits, cost)
+            from_memory = memory.take(key, limits, cost=cost)
 
             assert isinstance(expected, Decision)
             assert from_lua == expected, (key, now, cost, limits)

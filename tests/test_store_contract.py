@@ -39,9 +39,9 @@ class Harness:
 
     def at(self, now: float, key: str, limits: Limits, cost: float = 1.0) -> Decision:
         if isinstance(self.store, RedisStore):
-            return self.store.take_at(key, limits, cost, now=now)
+            return self.store.take_at(key, limits, cost=cost, now=now)
         self.clock.now = now
-        return self.store.take(key, limits, cost)
+        return self.store.take(key, limits, cost=cost)
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])
@@ -208,7 +208,7 @@ def test_async_takes_on_many_keys(harness: Harness, key: str) -> None:
 )
 def test_bad_requests_raise_a_clear_error(harness: Harness, limits: Limits, cost: float) -> None:
     with pytest.raises(InvalidParamsError):
-        harness.store.take("x", limits, cost)
+        harness.store.take("x", limits, cost=cost)
 
 
 @pytest.mark.parametrize(("capacity", "rate"), [(-1, 1), (1, -0.5), (math.inf, 1), (1, math.nan)])

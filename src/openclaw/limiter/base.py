@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from openclaw.errors import InvalidParamsError
@@ -32,11 +32,11 @@ class TakeRequest:
 
     key: str
     limits: tuple[BucketParams, ...]
-    cost: float = 1.0
+    cost: float = field(default=1.0, kw_only=True)
 
     @classmethod
-    def of(cls, key: str, limits: Limits, cost: float = 1.0) -> TakeRequest:
-        return cls(key, as_limits(limits), check_cost(cost))
+    def of(cls, key: str, limits: Limits, *, cost: float = 1.0) -> TakeRequest:
+        return cls(key, as_limits(limits), cost=check_cost(cost))
 
 
 @runtime_checkable
@@ -47,11 +47,11 @@ class BucketStore(Protocol):
     never block the loop. Every method decides atomically per key.
     """
 
-    def take(self, key: str, limits: Limits, cost: float = 1.0) -> Decision: ...
+    def take(self, key: str, limits: Limits, *, cost: float = 1.0) -> Decision: ...
 
     def take_many(self, requests: Sequence[TakeRequest]) -> list[Decision]: ...
 
-    async def atake(self, key: str, limits: Limits, cost: float = 1.0) -> Decision: ...
+    async def atake(self, key: str, limits: Limits, *, cost: float = 1.0) -> Decision: ...
 
     async def atake_many(self, requests: Sequence[TakeRequest]) -> list[Decision]: ...
 

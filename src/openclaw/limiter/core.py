@@ -151,6 +151,7 @@ def time_to_full(tokens: float, params: BucketParams) -> float:
 def refill_and_take(  # noqa: PLR0912, PLR0915 (one pass per case mirrors the Lua twin)
     states: Sequence[BucketState | None],
     limits: Sequence[BucketParams],
+    *,
     now: float,
     cost: float,
 ) -> tuple[tuple[BucketState, ...] | None, Decision]:

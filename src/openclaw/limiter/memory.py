@@ -69,7 +69,7 @@ class MemoryStore:
     def max_buckets(self) -> int:
         return self._max
 
-    def take(self, key: str, limits: Limits, cost: float = 1.0) -> Decision:
+    def take(self, key: str, limits: Limits, *, cost: float = 1.0) -> Decision:
         if isinstance(limits, BucketParams):
             lims: tuple[BucketParams, ...] = (limits,)
         else:
@@ -85,7 +85,7 @@ class MemoryStore:
         try:
             entry = buckets.get(key)
             new_states, decision = refill_and_take(
-                entry.states if entry is not None else (), lims, now, cost
+                entry.states if entry is not None else (), lims, now=now, cost=cost
             )
             if new_states is not None:
                 if entry is not None:
@@ -101,8 +101,8 @@ class MemoryStore:
         now = self._clock()
         return [self._take(r.key, r.limits, r.cost, now) for r in requests]
 
-    async def atake(self, key: str, limits: Limits, cost: float = 1.0) -> Decision:
-        return self.take(key, limits, cost)
+    async def atake(self, key: str, limits: Limits, *, cost: float = 1.0) -> Decision:
+        return self.take(key, limits, cost=cost)
 
     async def atake_many(self, requests: Sequence[TakeRequest]) -> list[Decision]:
         return self.take_many(requests)

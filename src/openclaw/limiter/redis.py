@@ -140,12 +140,12 @@ class RedisStore:
         """False while decisions follow the failure mode (until the next retry succeeds)."""
         return self._down_until == 0.0
 
-    def take(self, key: str, limits: Limits, cost: float = 1.0) -> Decision:
-        return self.take_many([TakeRequest.of(key, limits, cost)])[0]
+    def take(self, key: str, limits: Limits, *, cost: float = 1.0) -> Decision:
+        return self.take_many([TakeRequest.of(key, limits, cost=cost)])[0]
 
-    def take_at(self, key: str, limits: Limits, cost: float = 1.0, *, now: float) -> Decision:
+    def take_at(self, key: str, limits: Limits, *, cost: float = 1.0, now: float) -> Decision:
         """Decide at an explicit time instead of Redis ``TIME``: for tests only."""
-        return self.take_many([TakeRequest.of(key, limits, cost)], now=now)[0]
+        return self.take_many([TakeRequest.of(key, limits, cost=cost)], now=now)[0]
 
     def take_many(
         self, requests: Sequence[TakeRequest], *, now: float | None = None
@@ -162,11 +162,11 @@ class RedisStore:
         self._mark_up()
         return [_decode(r) for r in replies]
 
-    async def atake(self, key: str, limits: Limits, cost: float = 1.0) -> Decision:
+    async def atake(self, key: str, limits: Limits, *, cost: float = 1.0) -> Decision:
         loop = asyncio.get_running_loop()
         self._bind_loop(loop)
         future: asyncio.Future[Decision] = loop.create_future()
-        self._pending.append((TakeRequest.of(key, limits, cost), future))
+        self._pending.append((TakeRequest.of(key, limits, cost=cost), future))
         if self._drainer is None:
             # Starts after this coroutine yields, so every request made ready in the same
             # loop iteration joins the first round trip.
