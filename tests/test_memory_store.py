@@ -35,6 +35,19 @@ def test_idle_buckets_are_evicted_before_active_ones() -> None:
         assert not store.take(f"active-{i}", slow).allowed
 
 
+def test_past_the_expired_the_bucket_nearest_to_full_goes_first() -> None:
+    store = MemoryStore(max_buckets=64, clock=FakeClock())
+    params = BucketParams(10, 0.001)
+    for i in range(63):
+        store.take(f"drained-{i}", params, cost=10)
+    store.take("nearly-full", params, cost=0.5)
+    store.take("newcomer", params, cost=10)
+    assert store.evictions == 1
+    for i in range(63):  # denials insert nothing, so this evicts nothing more
+        assert not store.take(f"drained-{i}", params).allowed  # no burst handed back
+    assert store.take("nearly-full", params).remaining == 9.0  # forgotten: full again
+
+
 def test_an_expired_bucket_decides_like_a_missing_one() -> None:
     clock = FakeClock()
     store = MemoryStore(max_buckets=64, clock=clock)

@@ -30,22 +30,25 @@ _EVICT_SCAN_MIN: Final = 256
 
 @final
 class _Entry:
+    """Mutable, and updated in place: a decision allocates no entry and moves no dict slot."""
+
     __slots__ = ("expires_at", "states")
 
     def __init__(self, states: tuple[BucketState, ...], expires_at: float) -> None:
-        self.states: Final = states
+        self.states = states
         # When every bucket of the key is full again; past it the entry equals no entry.
-        self.expires_at: Final = expires_at
+        self.expires_at = expires_at
 
 
 class MemoryStore:
     """Bounded, thread-safe, asyncio-friendly (nothing here waits on I/O).
 
     An expired entry (its buckets full again) decides exactly like a missing one, so expiry
-    needs no sweeper: entries are reclaimed when the bound is reached. The dict is kept in
-    order of last charge (an entry is re-inserted when written), so its front is the idle
-    end; an eviction drops the expired entries found there first, then the least recently
-    charged, about 1/64 of the bound at a time.
+    needs no sweeper: entries are reclaimed when the bound is reached, about 1/64 of it at a
+    time. An eviction looks at the oldest entries and drops the expired ones first, then
+    those nearest to full (forgetting a bucket that is almost full costs its client almost
+    nothing; forgetting a drained one would hand a burst back). The survivors move to the
+    back, so the next eviction looks at other entries.
     """
 
     def __init__(
@@ -89,10 +92,12 @@ class MemoryStore:
             )
             if new_states is not None:
                 if entry is not None:
-                    del buckets[key]  # re-insert at the recent end
-                elif len(buckets) >= self._max:
-                    self._evict(now)
-                buckets[key] = _Entry(new_states, now + decision.reset_after)
+                    entry.states = new_states
+                    entry.expires_at = now + decision.reset_after
+                else:
+                    if len(buckets) >= self._max:
+                        self._evict()
+                    buckets[key] = _Entry(new_states, now + decision.reset_after)
         finally:
             lock.release()
         return decision
@@ -121,21 +126,18 @@ class MemoryStore:
     async def aclose(self) -> None:
         self.close()
 
-    def _evict(self, now: float) -> None:
+    def _evict(self) -> None:
+        # Sorting by expiry time puts the expired entries first, then the nearest to full.
         batch = max(1, self._max // _EVICT_FRACTION)
         window = max(batch * _EVICT_SCAN_FACTOR, _EVICT_SCAN_MIN)
-        expired: list[str] = []
-        idle: list[str] = []
-        for scanned, (key, entry) in enumerate(self._buckets.items(), start=1):
-            if entry.expires_at <= now:
-                expired.append(key)
-                if len(expired) >= batch:
-                    break
-            elif len(idle) < batch:
-                idle.append(key)
-            if scanned >= window:
+        oldest: list[tuple[float, str]] = []
+        for key, entry in self._buckets.items():
+            oldest.append((entry.expires_at, key))
+            if len(oldest) >= window:
                 break
-        victims = expired + idle[: batch - len(expired)]
-        for key in victims:
+        oldest.sort()
+        for _, key in oldest[:batch]:
             del self._buckets[key]
-        self.evictions += len(victims)
+        for _, key in oldest[batch:]:
+            self._buckets[key] = self._buckets.pop(key)
+        self.evictions += min(batch, len(oldest))
