@@ -1,0 +1,31 @@
+"""Where bucket parameters come from: the protocol every policy implements."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from openclaw.limiter.core import BucketParams
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Maps a client (and optionally a route) to the limits its requests are charged to.
+
+    ``name`` is the policy kind ("static", "model", ...); ``version`` identifies what the
+    limits were computed from (a file's digest, a model version) so that every decision's
+    metrics and introspection can say which policy decided.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    def limits_for(self, client_id: str, *, route: str | None = None) -> tuple[BucketParams, ...]:
+        """The limits to charge, never empty. Unknown clients get their tier's default."""
+        ...
+
+    def tier_of(self, client_id: str) -> str:
+        """The tier a client belongs to (for introspection and metrics labels)."""
+        ...
