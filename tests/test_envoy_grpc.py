@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,10 +20,11 @@ import pytest
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
-from openclaw.limiter import MemoryStore
+from openclaw.limiter import BucketStore, MemoryStore, create_store
 from openclaw.policy.static import PolicyHolder, StaticPolicy
 from openclaw.service.grpc import start_grpc_server
-from openclaw.testing.redis import free_port
+from openclaw.settings import Settings
+from openclaw.testing.redis import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY = ROOT / ".venv-envoy" / "bin" / "envoy"
@@ -41,19 +43,27 @@ tier = "tight"
 Response = rls_pb2.RateLimitResponse
 
 
-@pytest.fixture
-def grpc_port() -> Iterator[int]:
-    """OpenClaw's gRPC server on a loop of its own, in a thread."""
+@pytest.fixture(params=["memory", "redis"])
+def grpc_port(request: pytest.FixtureRequest) -> Iterator[int]:
+    """OpenClaw's gRPC server on a loop of its own, in a thread, on each kind of store."""
+    if request.param == "memory":
+        store: BucketStore = MemoryStore()
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        # Each test starts from empty buckets: the session's server is shared.
+        prefix = f"grpc{uuid.uuid4().hex[:8]}"
+        store = create_store(Settings(store_url=server.url, redis_key_prefix=prefix))
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     holder = PolicyHolder(StaticPolicy.parse(POLICY, source="test", fmt="toml"))
     started = asyncio.run_coroutine_threadsafe(
-        start_grpc_server(MemoryStore(), lambda: holder.current, host="127.0.0.1", port=0), loop
+        start_grpc_server(store, lambda: holder.current, host="127.0.0.1", port=0), loop
     )
-    server, port = started.result(timeout=10)
+    grpc_server, port = started.result(timeout=10)
     yield port
-    asyncio.run_coroutine_threadsafe(server.stop(grace=1), loop).result(timeout=10)
+    asyncio.run_coroutine_threadsafe(grpc_server.stop(grace=1), loop).result(timeout=10)
+    asyncio.run_coroutine_threadsafe(store.aclose(), loop).result(timeout=10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(timeout=10)
     loop.close()

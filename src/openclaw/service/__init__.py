@@ -1,7 +1,4 @@
-"""The Rating API service: HTTP/JSON decisions, headers and metrics."""
+"""The Rating API service: HTTP (service.app), Envoy gRPC (service.grpc), metrics, headers.
 
-from __future__ import annotations
-
-from openclaw.service.app import create_app
-
-__all__ = ["create_app"]
+Nothing is imported here: each entry point pulls in only what it serves with.
+"""
