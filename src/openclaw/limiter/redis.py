@@ -163,19 +163,27 @@ class RedisStore:
         return [_decode(r) for r in replies]
 
     async def atake(self, key: str, limits: Limits, *, cost: float = 1.0) -> Decision:
-        loop = asyncio.get_running_loop()
-        self._bind_loop(loop)
-        future: asyncio.Future[Decision] = loop.create_future()
-        self._pending.append((TakeRequest.of(key, limits, cost=cost), future))
-        if self._drainer is None:
-            # Starts after this coroutine yields, so every request made ready in the same
-            # loop iteration joins the first round trip.
-            self._drainer = loop.create_task(self._drain())
+        (future,) = self._enqueue([TakeRequest.of(key, limits, cost=cost)])
         return await future
 
     async def atake_many(self, requests: Sequence[TakeRequest]) -> list[Decision]:
-        self._bind_loop(asyncio.get_running_loop())
-        return await self._adecide(list(requests))
+        # Through the same queue as atake: concurrent batches (gRPC requests with several
+        # descriptors, HTTP batch calls) share round trips too.
+        return list(await asyncio.gather(*self._enqueue(requests)))
+
+    def _enqueue(self, requests: Sequence[TakeRequest]) -> list[asyncio.Future[Decision]]:
+        loop = asyncio.get_running_loop()
+        self._bind_loop(loop)
+        futures: list[asyncio.Future[Decision]] = []
+        for request in requests:
+            future: asyncio.Future[Decision] = loop.create_future()
+            self._pending.append((request, future))
+            futures.append(future)
+        if self._drainer is None and futures:
+            # Starts after this coroutine yields, so every request made ready in the same
+            # loop iteration joins the first round trip.
+            self._drainer = loop.create_task(self._drain())
+        return futures
 
     def reset(self, key: str) -> None:
         self._local.reset(key)
