@@ -73,3 +73,38 @@ def bench_limiter(
     except OpenClawError as exc:
         typer.echo(f"openclaw bench limiter: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind [default: OPENCLAW_HTTP_HOST, 127.0.0.1].")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Port [default: OPENCLAW_HTTP_PORT, 8080]."),
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="Static policy file (TOML or YAML) [default: OPENCLAW_POLICY_PATH]."),
+    ] = None,
+) -> None:
+    """Serve the Rating API over HTTP until SIGTERM (in-flight requests finish).
+
+    Runs on embedded defaults: the in-process memory store and the built-in static policy.
+    SIGHUP, or a change to the policy file, reloads the policy.
+    """
+    import asyncio
+
+    # Imported here: uvicorn and the app cost more to import than other commands should pay.
+    from openclaw.service.server import serve as run_server
+    from openclaw.settings import Settings
+
+    try:
+        settings = Settings() if policy is None else Settings(policy_path=policy)
+        asyncio.run(
+            run_server(settings, host=host or settings.http_host, port=port or settings.http_port)
+        )
+    except OpenClawError as exc:
+        typer.echo(f"openclaw serve: {exc}", err=True)
+        raise typer.Exit(2) from exc

@@ -21,3 +21,16 @@ class StoreError(OpenClawError):
 
 class StoreUnavailableError(StoreError):
     """The store's server cannot be reached or did not answer within its timeout."""
+
+
+class RequestError(OpenClawError, ValueError):
+    """A request to the service is malformed, too large, or asks for something absurd.
+
+    ``status`` is the HTTP status it is answered with and ``code`` the machine-readable
+    ``error`` of the JSON body; the message is its human-readable ``reason``.
+    """
+
+    def __init__(self, reason: str, *, status: int = 400, code: str = "bad_request") -> None:
+        super().__init__(reason)
+        self.status = status
+        self.code = code

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 FailureMode = Literal["open", "closed", "local"]
@@ -51,4 +52,56 @@ class Settings(BaseSettings):
         default="open",
         description="When the store is unreachable: open (allow, as Envoy does), "
         "closed (deny), or local (decide with an in-process memory store).",
+    )
+
+    # -- the HTTP service (openclaw serve) ---------------------------------------------
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="Address `openclaw serve` binds; loopback unless told otherwise.",
+    )
+    http_port: int = Field(default=8080, ge=0, le=65535, description="Port `openclaw serve` binds.")
+    policy_path: Path | None = Field(
+        default=None,
+        description="Static policy file (TOML or YAML); unset: the built-in default policy.",
+    )
+    enforce: bool = Field(
+        default=False,
+        description="Answer 429 (with Retry-After) when a decision denies; otherwise 200 with "
+        "allowed=false, for callers (gateways) that enforce themselves.",
+    )
+    legacy_headers: bool = Field(
+        default=False,
+        description="Also send X-RateLimit-Limit/-Remaining/-Reset, for clients that predate "
+        "the IETF RateLimit and RateLimit-Policy fields.",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        gt=0,
+        description="Largest request body accepted; larger ones get 413 before being read whole.",
+    )
+    max_cost: float = Field(
+        default=1_000_000.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Largest cost one request may ask for; larger ones are rejected as absurd.",
+    )
+    max_batch: int = Field(
+        default=10_000,
+        gt=0,
+        description="Most decisions one batch request may ask for.",
+    )
+    max_client_id_length: int = Field(
+        default=256,
+        gt=0,
+        description="Longest client id accepted: ids become store keys, so unbounded ones "
+        "would let a caller grow memory at will.",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the admin endpoints (reload); unset: admin is disabled.",
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="On SIGTERM, how long in-flight requests may take to finish.",
     )

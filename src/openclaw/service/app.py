@@ -1,0 +1,475 @@
+"""The Rating API: an ASGI app deciding rate requests over HTTP/JSON.
+
+Starlette, not FastAPI: on the same JSON endpoint FastAPI's per-request validation and
+dependency machinery cost about four times Starlette's own overhead (see the service notes in
+the README), and a decision is meant to cost little more than its store round trip. The
+OpenAPI document is therefore written by hand (:mod:`openclaw.service.openapi`) and checked
+against the app by the tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from openclaw.errors import RequestError, StoreError
+from openclaw.limiter.base import BucketStore, TakeRequest
+from openclaw.limiter.core import NEVER, BucketParams, Decision
+from openclaw.policy.base import Policy
+from openclaw.service import headers as rl_headers
+from openclaw.service.metrics import Metrics
+from openclaw.service.openapi import openapi_spec
+from openclaw.settings import Settings
+
+JSON_TYPE = "application/json"
+
+#: Separates a client id from a route in a store key; client ids may not contain it, so a
+#: (client, route) key can never collide with another client's own key.
+ROUTE_SEPARATOR = "\x1f"
+
+
+class PolicySource(Protocol):
+    """What the app needs of a policy holder (``openclaw.policy.static.PolicyHolder``)."""
+
+    @property
+    def current(self) -> Policy: ...
+
+    def reload(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RateQuery:
+    """One decision asked for: who, how much, and optionally for which route."""
+
+    client_id: str
+    cost: float
+    route: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The store key: a client's buckets, or its buckets for one route."""
+        if self.route is None:
+            return self.client_id
+        return f"{self.client_id}{ROUTE_SEPARATOR}{self.route}"
+
+
+def dumps(body: Mapping[str, Any]) -> bytes:
+    # allow_nan=False: JSON has no inf or NaN; callers turn NEVER into null before this.
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+
+
+def json_response(
+    body: Mapping[str, Any], status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(dumps(body), status_code=status, headers=headers, media_type=JSON_TYPE)
+
+
+def error_response(
+    status: int, code: str, reason: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    return json_response({"error": code, "reason": reason}, status, headers)
+
+
+def finite_or_none(value: float) -> float | None:
+    return None if value == NEVER or math.isnan(value) else value
+
+
+def decision_body(
+    decision: Decision, query: RateQuery, *, tier: str, policy: Policy
+) -> dict[str, Any]:
+    return {
+        "allowed": decision.allowed,
+        "remaining": decision.remaining,
+        "limit": decision.limit,
+        "retry_after": finite_or_none(decision.retry_after),
+        "reset_after": finite_or_none(decision.reset_after),
+        "cost": query.cost,
+        "client_id": query.client_id,
+        "route": query.route,
+        "tier": tier,
+        "policy": {"name": policy.name, "version": policy.version},
+    }
+
+
+def limits_body(tier: str, limits: Sequence[BucketParams]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": name,
+            "capacity": params.capacity,
+            "refill_rate": params.refill_rate,
+            "window_s": rl_headers.window_seconds(params),
+        }
+        for name, params in zip(rl_headers.limit_names(tier, len(limits)), limits, strict=True)
+    ]
+
+
+class Validator:
+    """Turns untrusted request fields into a :class:`RateQuery`, or a :class:`RequestError`
+    whose reason names the field."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._max_cost = settings.max_cost
+        self._max_id = settings.max_client_id_length
+
+    def text(self, value: object, field: str) -> str:
+        if not isinstance(value, str):
+            raise RequestError(f"{field} must be a string", status=422, code="invalid_field")
+        if not value:
+            raise RequestError(f"{field} must not be empty", status=422, code="invalid_field")
+        if len(value) > self._max_id:
+            raise RequestError(
+                f"{field} is longer than {self._max_id} characters",
+                status=422,
+                code="invalid_field",
+            )
+        if not value.isprintable():
+            raise RequestError(
+                f"{field} must not contain control characters", status=422, code="invalid_field"
+            )
+        return value
+
+    def cost(self, value: object) -> float:
+        if isinstance(value, str):
+            text = value
+            try:
+                value = float(text)
+            except ValueError:
+                raise RequestError(
+                    f"cost must be a number, got {text[:40]!r}", status=422, code="invalid_field"
+                ) from None
+        # bool is an int to Python, never a cost to a caller.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RequestError("cost must be a number", status=422, code="invalid_field")
+        cost = float(value)
+        if not math.isfinite(cost) or cost < 0 or cost > self._max_cost:
+            raise RequestError(
+                f"cost must be a finite number from 0 to {self._max_cost:g}, got {cost!r}",
+                status=422,
+                code="invalid_cost",
+            )
+        return cost
+
+    def query(
+        self, fields: Mapping[str, object], request: Request, *, where: str = ""
+    ) -> RateQuery:
+        client = fields.get("client_id")
+        if client is None:
+            client = request.headers.get("x-client-id")
+            if client is None and request.client is not None:
+                client = request.client.host
+            if client is None:
+                raise RequestError(
+                    "no client id: send client_id, an X-Client-ID header, or connect directly",
+                    status=422,
+                    code="invalid_field",
+                )
+        route = fields.get("route")
+        return RateQuery(
+            self.text(client, f"{where}client_id"),
+            self.cost(fields.get("cost", 1.0)),
+            None if route is None else self.text(route, f"{where}route"),
+        )
+
+
+RATE_FIELDS = frozenset({"client_id", "cost", "route"})
+
+
+def check_fields(body: Mapping[str, object], allowed: frozenset[str], where: str = "") -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise RequestError(
+            f"unknown field {where}{unknown[0]!r}: expected {sorted(allowed)}",
+            status=422,
+            code="invalid_field",
+        )
+
+
+def _no_constants(name: str) -> object:
+    raise RequestError(f"{name} is not a JSON number", code="invalid_json")
+
+
+class Service:
+    """The endpoints, bound to their injected dependencies."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: BucketStore,
+        policies: PolicySource,
+        registry: CollectorRegistry,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.policies = policies
+        self.registry = registry
+        self.metrics = Metrics.register(registry, store)
+        self.validate = Validator(settings)
+
+    # -- request bodies --------------------------------------------------------------
+
+    async def read_json(self, request: Request) -> object | None:
+        """The JSON body, None when there is none; 413 past ``max_body_bytes`` without
+        reading the rest."""
+        limit = self.settings.max_body_bytes
+        too_large = RequestError(
+            f"the body is larger than {limit} bytes", status=413, code="body_too_large"
+        )
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise RequestError("Content-Length is not a number")
+            if int(length) > limit:
+                raise too_large
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+        if not body.strip():
+            return None
+        try:
+            parsed: object = json.loads(body, parse_constant=_no_constants)
+        except RequestError:
+            raise
+        except (ValueError, RecursionError) as exc:
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 JSON"
+            raise RequestError(f"malformed JSON: {reason}", code="invalid_json") from None
+        return parsed
+
+    async def read_object(self, request: Request) -> dict[str, object] | None:
+        body = await self.read_json(request)
+        if body is not None and not isinstance(body, dict):
+            raise RequestError("the body must be a JSON object", status=422, code="invalid_body")
+        return body
+
+    # -- decisions -------------------------------------------------------------------
+
+    async def rate(self, request: Request) -> Response:
+        fields: dict[str, object] = dict(request.query_params)
+        if request.method == "POST":
+            body = await self.read_object(request)
+            if body is not None:
+                check_fields(body, RATE_FIELDS)
+                fields.update(body)
+        query = self.validate.query(fields, request)
+        policy = self.policies.current
+        limits = policy.limits_for(query.client_id, route=query.route)
+        tier = policy.tier_of(query.client_id)
+        started = time.perf_counter()
+        try:
+            decision = await self.store.atake(query.key, limits, cost=query.cost)
+        except StoreError as exc:
+            self.metrics.store_errors.inc()
+            raise RequestError(
+                f"the bucket store failed: {exc}", status=503, code="store_error"
+            ) from exc
+        self.metrics.latency.labels("rate").observe(time.perf_counter() - started)
+        self.metrics.observe(decision, policy=policy.name, model_version=policy.version)
+        throttled = self.settings.enforce and not decision.allowed
+        headers = rl_headers.rate_limit_headers(
+            tier,
+            limits,
+            decision,
+            throttled=throttled,
+            legacy_headers=self.settings.legacy_headers,
+        )
+        body = decision_body(decision, query, tier=tier, policy=policy)
+        if throttled:
+            body["error"] = "rate_limited"
+            body["reason"] = (
+                "the cost exceeds the limit: no retry can succeed"
+                if decision.retry_never
+                else f"over the limit: retry in {decision.retry_after:.3f} s"
+            )
+            return json_response(body, 429, headers)
+        return json_response(body, 200, headers)
+
+    async def batch(self, request: Request) -> Response:
+        body = await self.read_object(request)
+        if body is None:
+            raise RequestError("the body must be a JSON object with a 'requests' list")
+        check_fields(body, frozenset({"requests"}))
+        items = body.get("requests")
+        if not isinstance(items, list):
+            raise RequestError("requests must be a list", status=422, code="invalid_field")
+        if len(items) > self.settings.max_batch:
+            raise RequestError(
+                f"at most {self.settings.max_batch} requests per batch, got {len(items)}",
+                status=413,
+                code="batch_too_large",
+            )
+        policy = self.policies.current
+        queries: list[RateQuery] = []
+        takes: list[TakeRequest] = []
+        tiers: list[str] = []
+        for i, item in enumerate(items):
+            where = f"requests[{i}]."
+            if not isinstance(item, dict):
+                raise RequestError(
+                    f"requests[{i}] must be an object", status=422, code="invalid_field"
+                )
+            check_fields(item, RATE_FIELDS, where)
+            query = self.validate.query(item, request, where=where)
+            limits = policy.limits_for(query.client_id, route=query.route)
+            queries.append(query)
+            tiers.append(policy.tier_of(query.client_id))
+            takes.append(TakeRequest(query.key, limits, cost=query.cost))
+        started = time.perf_counter()
+        try:
+            decisions = await self.store.atake_many(takes)
+        except StoreError as exc:
+            self.metrics.store_errors.inc()
+            raise RequestError(
+                f"the bucket store failed: {exc}", status=503, code="store_error"
+            ) from exc
+        self.metrics.latency.labels("batch").observe(time.perf_counter() - started)
+        out = []
+        for decision, query, tier in zip(decisions, queries, tiers, strict=True):
+            self.metrics.observe(decision, policy=policy.name, model_version=policy.version)
+            out.append(decision_body(decision, query, tier=tier, policy=policy))
+        return json_response({"decisions": out})
+
+    async def params(self, request: Request) -> Response:
+        client_id = self.validate.text(request.path_params["client_id"], "client_id")
+        route_param = request.query_params.get("route")
+        route = None if route_param is None else self.validate.text(route_param, "route")
+        policy = self.policies.current
+        limits = policy.limits_for(client_id, route=route)
+        tier = policy.tier_of(client_id)
+        return json_response(
+            {
+                "client_id": client_id,
+                "route": route,
+                "tier": tier,
+                "policy": {"name": policy.name, "version": policy.version},
+                "limits": limits_body(tier, limits),
+            }
+        )
+
+    # -- operations ------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        # ping() blocks (a Redis round trip with a millisecond timeout): keep it off the loop.
+        store_ok = await run_in_threadpool(self.store.ping)
+        policy: object = self.policies.current
+        if not isinstance(policy, Policy):
+            return error_response(503, "not_ready", "no policy is loaded")
+        if not store_ok:
+            detail = getattr(self.store, "last_error", None)
+            reason = "the bucket store is unreachable" + (f": {detail}" if detail else "")
+            return error_response(503, "not_ready", reason)
+        return json_response(
+            {"status": "ready", "policy": {"name": policy.name, "version": policy.version}}
+        )
+
+    async def metrics_text(self, request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(openapi_spec())
+
+    async def reload(self, request: Request) -> Response:
+        self.authorize(request)
+        reason = await run_in_threadpool(self.policies.reload)
+        policy = self.policies.current
+        described = {"name": policy.name, "version": policy.version}
+        if reason is not None:
+            return json_response(
+                {"error": "reload_failed", "reason": reason, "policy": described}, 409
+            )
+        return json_response({"reloaded": True, "policy": described})
+
+    def authorize(self, request: Request) -> None:
+        token = self.settings.admin_token
+        if token is None:
+            raise RequestError(
+                "admin endpoints are disabled: set OPENCLAW_ADMIN_TOKEN to enable them",
+                status=403,
+                code="admin_disabled",
+            )
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        expected = token.get_secret_value().encode()
+        # compare_digest: the time taken must not tell an attacker how much of a guess matched.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            raise RequestError("a valid bearer token is required", status=401, code="unauthorized")
+
+
+async def _request_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestError)
+    extra = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return error_response(exc.status, exc.code, str(exc), extra)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    reason = {
+        404: f"no such endpoint: {request.url.path}",
+        405: f"{request.method} is not allowed on {request.url.path}",
+    }.get(exc.status_code, str(exc.detail))
+    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), reason)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    return error_response(500, "internal_error", "the server failed; see its log")
+
+
+def create_app(
+    settings: Settings,
+    store: BucketStore,
+    policy_holder: PolicySource,
+    registry: CollectorRegistry,
+    *,
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> Starlette:
+    """The Rating API on injected dependencies.
+
+    The caller owns the store; ``on_shutdown`` callbacks run when the server shuts down
+    (after in-flight requests finish), which is where a caller closes what it opened.
+    """
+    service = Service(settings, store, policy_holder, registry)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        for callback in on_shutdown:
+            await callback()
+
+    routes = [
+        Route("/api/v1/rate", service.rate, methods=["GET", "POST"]),
+        Route("/api/v1/rate/batch", service.batch, methods=["POST"]),
+        Route("/api/v1/params/{client_id:path}", service.params, methods=["GET"]),
+        Route("/api/v1/admin/reload", service.reload, methods=["POST"]),
+        Route("/healthz", service.healthz, methods=["GET"]),
+        Route("/readyz", service.readyz, methods=["GET"]),
+        Route("/metrics", service.metrics_text, methods=["GET"]),
+        Route("/openapi.json", service.openapi, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            RequestError: _request_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )
+    app.state.service = service
+    return app

@@ -1,0 +1,120 @@
+"""Prometheus metrics of the service, all on a registry the caller injects.
+
+A global default registry would make two apps in one process (tests, an app with the
+middleware and the service) share and double-count series; so nothing here touches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from openclaw.limiter.base import BucketStore
+from openclaw.limiter.core import Decision
+
+NAMESPACE: Final = "openclaw"
+
+#: Decision latency buckets, in seconds: dense below Envoy's 20 ms rate-limit timeout, with
+#: 0.2 s (the canary analysis threshold) as an edge so its quantile is exact there.
+LATENCY_BUCKETS: Final = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+)
+
+
+class StoreCollector(Collector):
+    """Store health read at scrape time from the store itself, which already counts it
+    (``RedisStore.failures``, ``fallback_decisions``, ``available``); a memory store has none
+    of these and reports zero failures and always available."""
+
+    def __init__(self, store: BucketStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        failures = CounterMetricFamily(
+            f"{NAMESPACE}_store_round_trip_failures",
+            "Store round trips that failed (timeout, connection refused, failover).",
+        )
+        failures.add_metric([], float(getattr(self._store, "failures", 0)))
+        yield failures
+        fallback = CounterMetricFamily(
+            f"{NAMESPACE}_store_fallback_decisions",
+            "Decisions made by the failure mode instead of the store.",
+        )
+        fallback.add_metric([], float(getattr(self._store, "fallback_decisions", 0)))
+        yield fallback
+        available = GaugeMetricFamily(
+            f"{NAMESPACE}_store_available",
+            "1 while decisions come from the store, 0 while they follow the failure mode.",
+        )
+        available.add_metric([], 1.0 if getattr(self._store, "available", True) else 0.0)
+        yield available
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """The service's metrics. Build with :meth:`register`."""
+
+    latency: Histogram
+    decisions: Counter
+    underflow: Counter
+    store_errors: Counter
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry, store: BucketStore) -> Metrics:
+        registry.register(StoreCollector(store))
+        return cls(
+            latency=Histogram(
+                "decision_latency_seconds",
+                "Time to decide one rate request (or one batch), store round trip included.",
+                ["endpoint"],
+                namespace=NAMESPACE,
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            decisions=Counter(
+                "decisions",
+                "Decisions by result (allowed, denied), policy and model version.",
+                ["result", "policy", "model_version"],
+                namespace=NAMESPACE,
+                registry=registry,
+            ),
+            underflow=Counter(
+                "bucket_underflow",
+                "Denials on an empty bucket (less than one token left), as opposed to "
+                "denials of a costly request on a bucket that still has tokens.",
+                ["policy", "model_version"],
+                namespace=NAMESPACE,
+                registry=registry,
+            ),
+            store_errors=Counter(
+                "store_errors",
+                "Requests answered 503 because the store raised an error its failure mode "
+                "does not cover.",
+                namespace=NAMESPACE,
+                registry=registry,
+            ),
+        )
+
+    def observe(self, decision: Decision, *, policy: str, model_version: str) -> None:
+        """Count one decision."""
+        result = "allowed" if decision.allowed else "denied"
+        self.decisions.labels(result, policy, model_version).inc()
+        if not decision.allowed and decision.remaining < 1.0:
+            self.underflow.labels(policy, model_version).inc()

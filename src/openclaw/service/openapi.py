@@ -1,0 +1,282 @@
+"""The OpenAPI 3.1 document of the Rating API, written by hand (the app is plain Starlette).
+
+The tests compare its paths with the app's routes and check responses against it, so it
+cannot drift from what the service does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from openclaw import __version__
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {
+    "400": _json(_ref("Error"), "Malformed request (bad JSON)."),
+    "413": _json(_ref("Error"), "Body (or batch) too large."),
+    "422": _json(_ref("Error"), "A field has the wrong type or an absurd value."),
+    "503": _json(_ref("Error"), "The bucket store failed."),
+}
+
+_RATE_HEADERS = {
+    "RateLimit-Policy": {
+        "description": "draft-ietf-httpapi-ratelimit-headers-10 quota policies.",
+        "schema": {"type": "string"},
+    },
+    "RateLimit": {
+        "description": "draft-ietf-httpapi-ratelimit-headers-10 service limit.",
+        "schema": {"type": "string"},
+    },
+}
+
+_QUERY_PARAMS = [
+    {
+        "name": "client_id",
+        "in": "query",
+        "required": False,
+        "description": "The client; else the X-Client-ID header; else the remote address.",
+        "schema": {"type": "string", "minLength": 1},
+    },
+    {
+        "name": "cost",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "number", "minimum": 0, "default": 1},
+    },
+    {"name": "route", "in": "query", "required": False, "schema": {"type": "string"}},
+    {"name": "X-Client-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+]
+
+_RATE_RESPONSES = {
+    "200": {**_json(_ref("Decision"), "The decision."), "headers": _RATE_HEADERS},
+    "429": {
+        **_json(_ref("Decision"), "Denied, in enforce mode (also carries error and reason)."),
+        "headers": {
+            **_RATE_HEADERS,
+            "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "string"}},
+        },
+    },
+    **_ERRORS,
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "reason"],
+        "properties": {"error": {"type": "string"}, "reason": {"type": "string"}},
+    },
+    "PolicyRef": {
+        "type": "object",
+        "required": ["name", "version"],
+        "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
+    },
+    "RateRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "client_id": {"type": "string", "minLength": 1},
+            "cost": {"type": "number", "minimum": 0, "default": 1},
+            "route": {"type": ["string", "null"]},
+        },
+    },
+    "Decision": {
+        "type": "object",
+        "required": [
+            "allowed",
+            "remaining",
+            "limit",
+            "retry_after",
+            "reset_after",
+            "cost",
+            "client_id",
+            "route",
+            "tier",
+            "policy",
+        ],
+        "properties": {
+            "allowed": {"type": "boolean"},
+            "remaining": {"type": "number", "minimum": 0},
+            "limit": {"type": "number", "minimum": 0},
+            "retry_after": {
+                "type": ["number", "null"],
+                "description": "Seconds until a retry can succeed; null: never.",
+            },
+            "reset_after": {
+                "type": ["number", "null"],
+                "description": "Seconds until every bucket is full; null: never.",
+            },
+            "cost": {"type": "number"},
+            "client_id": {"type": "string"},
+            "route": {"type": ["string", "null"]},
+            "tier": {"type": "string"},
+            "policy": _ref("PolicyRef"),
+            "error": {"type": "string"},
+            "reason": {"type": "string"},
+        },
+    },
+    "BatchRequest": {
+        "type": "object",
+        "required": ["requests"],
+        "additionalProperties": False,
+        "properties": {"requests": {"type": "array", "items": _ref("RateRequest")}},
+    },
+    "BatchResponse": {
+        "type": "object",
+        "required": ["decisions"],
+        "properties": {"decisions": {"type": "array", "items": _ref("Decision")}},
+    },
+    "Limit": {
+        "type": "object",
+        "required": ["name", "capacity", "refill_rate", "window_s"],
+        "properties": {
+            "name": {"type": "string"},
+            "capacity": {"type": "number"},
+            "refill_rate": {"type": "number"},
+            "window_s": {"type": ["integer", "null"]},
+        },
+    },
+    "Params": {
+        "type": "object",
+        "required": ["client_id", "route", "tier", "policy", "limits"],
+        "properties": {
+            "client_id": {"type": "string"},
+            "route": {"type": ["string", "null"]},
+            "tier": {"type": "string"},
+            "policy": _ref("PolicyRef"),
+            "limits": {"type": "array", "items": _ref("Limit")},
+        },
+    },
+    "Status": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string"}, "policy": _ref("PolicyRef")},
+    },
+    "Reloaded": {
+        "type": "object",
+        "required": ["reloaded", "policy"],
+        "properties": {"reloaded": {"type": "boolean"}, "policy": _ref("PolicyRef")},
+    },
+}
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The document served at ``/openapi.json``."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "OpenClaw Rating API",
+            "version": __version__,
+            "description": "Token-bucket rate-limit decisions per client.",
+        },
+        "paths": {
+            "/api/v1/rate": {
+                "get": {
+                    "summary": "Decide one request",
+                    "operationId": "rate_get",
+                    "parameters": _QUERY_PARAMS,
+                    "responses": _RATE_RESPONSES,
+                },
+                "post": {
+                    "summary": "Decide one request (fields in a JSON body)",
+                    "operationId": "rate_post",
+                    "parameters": _QUERY_PARAMS,
+                    "requestBody": {
+                        "required": False,
+                        "content": {"application/json": {"schema": _ref("RateRequest")}},
+                    },
+                    "responses": _RATE_RESPONSES,
+                },
+            },
+            "/api/v1/rate/batch": {
+                "post": {
+                    "summary": "Decide many requests at once",
+                    "operationId": "rate_batch",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("BatchRequest")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("BatchResponse"), "One decision per request, in order."),
+                        **_ERRORS,
+                    },
+                },
+            },
+            "/api/v1/params/{client_id}": {
+                "get": {
+                    "summary": "The limits a client is charged against",
+                    "operationId": "params",
+                    "parameters": [
+                        {
+                            "name": "client_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1},
+                        },
+                        {"name": "route", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {"200": _json(_ref("Params"), "The limits."), **_ERRORS},
+                },
+            },
+            "/api/v1/admin/reload": {
+                "post": {
+                    "summary": "Reload the policy file",
+                    "operationId": "admin_reload",
+                    "security": [{"bearer": []}],
+                    "responses": {
+                        "200": _json(_ref("Reloaded"), "The new policy is in force."),
+                        "401": _json(_ref("Error"), "Missing or wrong bearer token."),
+                        "403": _json(_ref("Error"), "Admin endpoints are disabled."),
+                        "409": _json(_ref("Error"), "The file is invalid; the old policy stays."),
+                    },
+                },
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness",
+                    "operationId": "healthz",
+                    "responses": {"200": _json(_ref("Status"), "The process serves.")},
+                },
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: store reachable, policy loaded",
+                    "operationId": "readyz",
+                    "responses": {
+                        "200": _json(_ref("Status"), "Ready."),
+                        "503": _json(_ref("Error"), "Not ready, and why."),
+                    },
+                },
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "operationId": "metrics",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                },
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "operationId": "openapi",
+                    "responses": {"200": {"description": "OpenAPI 3.1."}},
+                },
+            },
+        },
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,132 @@
+"""Running the Rating API under uvicorn: ``openclaw serve``, and a background server for
+tests and benchmarks.
+
+uvicorn answers SIGTERM and SIGINT gracefully: it stops accepting connections, lets requests
+already being served finish (for up to ``shutdown_grace_s``), then runs the app's shutdown,
+which closes the store. SIGHUP reloads the policy file, and the file is also watched for
+changes; a bad file keeps the policy in force (the holder logs why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Final
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+
+from openclaw.limiter import BucketStore, create_store
+from openclaw.policy.static import PolicyHolder
+from openclaw.service.app import create_app
+from openclaw.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: How often the policy file is checked for changes (a stat call, so cheap).
+POLICY_POLL_S: Final = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """An app on the embedded (or configured) dependencies, and what it was built from."""
+
+    app: Starlette
+    store: BucketStore
+    policies: PolicyHolder
+    registry: CollectorRegistry
+
+
+def build(settings: Settings) -> Built:
+    """The app on the store and policy ``settings`` name, with a registry of its own."""
+    store = create_store(settings)
+    policies = PolicyHolder.from_file(settings.policy_path)
+    registry = CollectorRegistry()
+    app = create_app(settings, store, policies, registry, on_shutdown=[store.aclose])
+    return Built(app, store, policies, registry)
+
+
+def uvicorn_config(app: Starlette, settings: Settings, *, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=int(max(1, settings.shutdown_grace_s)),
+    )
+
+
+async def _watch_policy(policies: PolicyHolder) -> None:
+    while True:
+        await asyncio.sleep(POLICY_POLL_S)
+        await asyncio.to_thread(policies.reload_if_changed)
+
+
+async def serve(settings: Settings, *, host: str, port: int) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    built = build(settings)
+    server = uvicorn.Server(uvicorn_config(built.app, settings, host=host, port=port))
+    loop = asyncio.get_running_loop()
+    watcher: asyncio.Task[None] | None = None
+    if built.policies.path is not None:
+        loop.add_signal_handler(signal.SIGHUP, built.policies.reload)
+        watcher = loop.create_task(_watch_policy(built.policies))
+    try:
+        await server.serve()
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+
+class BackgroundServer:
+    """A uvicorn server on a loopback port in a thread of its own (tests, benchmarks).
+
+    ``port=0`` picks a free port; :attr:`url` says which once :meth:`start` returns.
+    """
+
+    def __init__(
+        self, app: Starlette, settings: Settings, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self._server = uvicorn.Server(uvicorn_config(app, settings, host=host, port=port))
+        self._thread = threading.Thread(target=self._server.run, name="uvicorn", daemon=True)
+        self._host = host
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    def start(self, *, timeout: float = 10.0) -> BackgroundServer:
+        self._thread.start()
+        ready = threading.Event()
+
+        def started() -> bool:
+            return self._server.started or not self._thread.is_alive()
+
+        for _ in range(int(timeout / 0.01)):
+            if started():
+                break
+            ready.wait(0.01)
+        if not self._server.started:
+            raise RuntimeError("the server did not start (see its log)")
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self, *, timeout: float = 15.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
