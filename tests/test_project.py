@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
+
 import openclaw
+from openclaw.testing.redis import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -44,11 +50,29 @@ def test_quickstart_is_set_up_test_and_main_job() -> None:
 
 
 def test_the_main_job_runs_on_embedded_defaults() -> None:
+    """The README's third command, exactly, on a free port given through the environment."""
     command = quickstart()[2].split()
-    assert command[0] == ".venv/bin/openclaw"
-    result = run(BIN / "openclaw", *command[1:])
-    assert result.returncode == 0, result.stderr
-    assert "limits FixedWindow" in result.stdout
+    assert command == [".venv/bin/openclaw", "serve"]
+    port = free_port()
+    env = {**os.environ, "OPENCLAW_HTTP_PORT": str(port)}
+    proc = subprocess.Popen([str(BIN / "openclaw"), *command[1:]], cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, "openclaw serve exited"
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "openclaw serve never answered"
+                time.sleep(0.1)
+        assert health.status_code == 200
+        decision = httpx.get(f"http://127.0.0.1:{port}/api/v1/rate", params={"client_id": "a"})
+        assert decision.status_code == 200
+        assert decision.json()["allowed"] is True
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
 
 
 def test_cli_version() -> None:
