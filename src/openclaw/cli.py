@@ -75,6 +75,28 @@ def bench_limiter(
         raise typer.Exit(2) from exc
 
 
+@bench_app.command("grpc")
+def bench_grpc(
+    rate: Annotated[float, typer.Option(min=1, help="ShouldRateLimit calls per second.")] = 2000,
+    seconds: Annotated[float, typer.Option(min=0.5, help="Seconds of load per round.")] = 3.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds; each runs every contender.")] = 3,
+    redis: Annotated[
+        str, typer.Option(help="none, auto (a throwaway redis-server), or a redis:// URL.")
+    ] = "auto",
+) -> None:
+    """Envoy's ShouldRateLimit latency at a fixed rate, against a bare gRPC servicer."""
+    from openclaw.bench.grpc import run as run_grpc
+    from openclaw.bench.limiter import command_line
+
+    try:
+        run_grpc(
+            rate=rate, seconds=seconds, rounds=rounds, redis=redis, command=command_line(sys.argv)
+        )
+    except OpenClawError as exc:
+        typer.echo(f"openclaw bench grpc: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 @app.command("serve")
 def serve(
     host: Annotated[
