@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import signal
 import string
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -200,5 +202,50 @@ def test_a_real_envoy_answers_429_over_the_limit(grpc_port: int, tmp_path: Path)
     finally:
         envoy.terminate()
         envoy.wait(timeout=20)
+        upstream.shutdown()
+        upstream.server_close()
+
+
+def test_envoy_in_front_of_openclaw_serve(tmp_path: Path) -> None:
+    """The operator's set-up: `openclaw serve --grpc-port` with a policy file, Envoy with the
+    example config, and SIGTERM at the end."""
+    policy = tmp_path / "policy.toml"
+    policy.write_bytes(POLICY)
+    grpc_port, http_port = free_port(), free_port()
+    serve = subprocess.Popen(
+        [str(Path(sys.executable).parent / "openclaw"), "serve", "--port", str(http_port),
+         "--grpc-port", str(grpc_port), "--policy", str(policy)],
+    )  # fmt: skip
+    upstream = Upstream(("127.0.0.1", 0), UpstreamHandler)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    listen = free_port()
+    config = tmp_path / "envoy.yaml"
+    config.write_text(envoy_config(listen, upstream.server_address[1], grpc_port))
+    envoy = subprocess.Popen(
+        [str(ENVOY), "-c", str(config), "--disable-hot-restart", "-l", "warning",
+         "--log-path", str(tmp_path / "envoy.log")],
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert serve.poll() is None, "openclaw serve exited"
+            assert envoy.poll() is None, "envoy exited"
+            try:
+                # "alice" is tight; wait on another client until both servers answer.
+                with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                    grpc.channel_ready_future(channel).result(timeout=1)
+                get(listen, "warm-up")
+                break
+            except (OSError, grpc.FutureTimeoutError):
+                assert time.monotonic() < deadline, "openclaw serve or envoy did not start"
+                time.sleep(0.1)
+        upstream.hits = 0
+        assert [get(listen, "alice") for _ in range(4)] == [200, 200, 200, 429]
+        assert upstream.hits == 3
+    finally:
+        envoy.terminate()
+        envoy.wait(timeout=20)
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=30) in (0, -signal.SIGTERM)
         upstream.shutdown()
         upstream.server_close()

@@ -110,6 +110,15 @@ def serve(
         Path | None,
         typer.Option(help="Static policy file (TOML or YAML) [default: OPENCLAW_POLICY_PATH]."),
     ] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Also serve Envoy's gRPC rate-limit service on this port "
+            "[default: OPENCLAW_GRPC_PORT, off].",
+        ),
+    ] = None,
 ) -> None:
     """Serve the Rating API over HTTP until SIGTERM (in-flight requests finish).
 
@@ -123,7 +132,12 @@ def serve(
     from openclaw.settings import Settings
 
     try:
-        settings = Settings() if policy is None else Settings(policy_path=policy)
+        overrides: dict[str, object] = {}
+        if policy is not None:
+            overrides["policy_path"] = policy
+        if grpc_port is not None:
+            overrides["grpc_port"] = grpc_port
+        settings = Settings(**overrides)  # type: ignore[arg-type]
         asyncio.run(
             run_server(settings, host=host or settings.http_host, port=port or settings.http_port)
         )

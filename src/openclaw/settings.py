@@ -100,6 +100,14 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer token of the admin endpoints (reload); unset: admin is disabled.",
     )
+    grpc_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of Envoy's gRPC rate-limit service (RateLimitService/"
+        "ShouldRateLimit) that `openclaw serve` also runs, on the same store and policy; "
+        "unset: HTTP only.",
+    )
     shutdown_grace_s: float = Field(
         default=10.0,
         gt=0,

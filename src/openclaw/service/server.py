@@ -14,8 +14,9 @@ import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -42,12 +43,16 @@ class Built:
     registry: CollectorRegistry
 
 
-def build(settings: Settings) -> Built:
-    """The app on the store and policy ``settings`` name, with a registry of its own."""
+def build(
+    settings: Settings, *, on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()
+) -> Built:
+    """The app on the store and policy ``settings`` name, with a registry of its own.
+
+    ``on_shutdown`` runs at shutdown before the store closes."""
     store = create_store(settings)
     policies = PolicyHolder.from_file(settings.policy_path)
     registry = CollectorRegistry()
-    app = create_app(settings, store, policies, registry, on_shutdown=[store.aclose])
+    app = create_app(settings, store, policies, registry, on_shutdown=[*on_shutdown, store.aclose])
     return Built(app, store, policies, registry)
 
 
@@ -70,8 +75,23 @@ async def _watch_policy(policies: PolicyHolder) -> None:
 
 
 async def serve(settings: Settings, *, host: str, port: int) -> None:
-    """Serve until SIGTERM or SIGINT."""
-    built = build(settings)
+    """Serve until SIGTERM or SIGINT; Envoy's gRPC service too when ``grpc_port`` is set."""
+    grpc_servers: list[Any] = []
+
+    async def stop_grpc() -> None:
+        # Before the store closes, so ShouldRateLimit calls in flight finish on a live store.
+        for grpc_server in grpc_servers:
+            await grpc_server.stop(grace=settings.shutdown_grace_s)
+
+    built = build(settings, on_shutdown=[stop_grpc])
+    if settings.grpc_port is not None:
+        from openclaw.service.grpc import start_grpc_server
+
+        grpc_server, bound = await start_grpc_server(
+            built.store, lambda: built.policies.current, host=host, port=settings.grpc_port
+        )
+        grpc_servers.append(grpc_server)
+        log.info("Envoy rate-limit service (gRPC) on %s:%d", host, bound)
     server = uvicorn.Server(uvicorn_config(built.app, settings, host=host, port=port))
     loop = asyncio.get_running_loop()
     watcher: asyncio.Task[None] | None = None
