@@ -324,6 +324,16 @@ def test_admin_reload_needs_the_token(store_url: str, policy_file: Path) -> None
         ("POST", "/api/v1/rate", {"json": {"cost": 1e300}}, (422, "invalid_cost")),
         ("POST", "/api/v1/rate", {"json": {"clientid": "a"}}, (422, "invalid_field")),
         ("POST", "/api/v1/rate", {"json": {"route": 5}}, (422, "invalid_field")),
+        # null is not "absent": it must not fall back to the remote address.
+        ("POST", "/api/v1/rate", {"json": {"client_id": None}}, (422, "invalid_field")),
+        (
+            "POST",
+            "/api/v1/rate?client_id=",
+            {"json": {"client_id": "a"}},
+            (422, "invalid_field"),
+        ),
+        ("GET", "/api/v1/params/a%0Ab", {}, (422, "invalid_field")),
+        ("GET", "/api/v1/params/ab%0A", {}, (422, "invalid_field")),
         ("GET", "/api/v1/rate", {"params": {"cost": "nan"}}, (422, "invalid_cost")),
         ("GET", "/api/v1/rate", {"params": {"cost": "inf"}}, (422, "invalid_cost")),
         ("GET", "/api/v1/rate", {"params": {"cost": "-0.5"}}, (422, "invalid_cost")),
@@ -333,6 +343,12 @@ def test_admin_reload_needs_the_token(store_url: str, policy_file: Path) -> None
         ("POST", "/api/v1/rate/batch", {"json": {}}, (422, "invalid_field")),
         ("POST", "/api/v1/rate/batch", {"json": {"requests": "a"}}, (422, "invalid_field")),
         ("POST", "/api/v1/rate/batch", {"json": {"requests": [1]}}, (422, "invalid_field")),
+        (
+            "POST",
+            "/api/v1/rate/batch",
+            {"json": {"requests": [{"client_id": None}]}},
+            (422, "invalid_field"),
+        ),
         (
             "POST",
             "/api/v1/rate/batch",

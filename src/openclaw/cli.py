@@ -97,6 +97,54 @@ def bench_grpc(
         raise typer.Exit(2) from exc
 
 
+@bench_app.command("http")
+def bench_http(
+    *,
+    seconds: Annotated[
+        float, typer.Option(min=1, help="Seconds of each wrk run (throughput, batch).")
+    ] = 3.0,
+    fixed_seconds: Annotated[
+        float, typer.Option(min=0.5, help="Seconds of each fixed-rate run.")
+    ] = 4.0,
+    rate: Annotated[
+        float, typer.Option(min=1, help="Requests per second of the fixed-rate part.")
+    ] = 5000.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds; each runs every contender.")] = 3,
+    redis: Annotated[
+        str,
+        typer.Option(
+            help="none: memory store only; auto: also a throwaway redis-server; "
+            "or also a redis:// URL.",
+        ),
+    ] = "none",
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results to this file.")
+    ] = None,
+) -> None:
+    """The Rating API over loopback HTTP: GET /api/v1/rate against /healthz, p99 at a fixed
+    rate, batch decisions per second. Needs wrk and node on PATH.
+
+    Prints FAIL next to a missed target but exits 0: it is a report, not a gate.
+    """
+    from openclaw.bench.http import Options as HttpOptions
+    from openclaw.bench.http import command_line as http_command_line
+    from openclaw.bench.http import run as run_http
+
+    options = HttpOptions(
+        seconds=seconds,
+        fixed_seconds=fixed_seconds,
+        rate=rate,
+        rounds=rounds,
+        redis=redis,
+        json_path=json_path,
+    )
+    try:
+        run_http(options, command=http_command_line(sys.argv))
+    except OpenClawError as exc:
+        typer.echo(f"openclaw bench http: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 @app.command("serve")
 def serve(
     host: Annotated[

@@ -118,3 +118,15 @@ class Metrics:
         self.decisions.labels(result, policy, model_version).inc()
         if not decision.allowed and decision.remaining < 1.0:
             self.underflow.labels(policy, model_version).inc()
+
+    def observe_counts(
+        self, *, allowed: int, denied: int, underflow: int, policy: str, model_version: str
+    ) -> None:
+        """Count many decisions at once (a batch): the same series as :meth:`observe` per
+        decision, at the cost of one label lookup per series instead of per decision."""
+        if allowed:
+            self.decisions.labels("allowed", policy, model_version).inc(allowed)
+        if denied:
+            self.decisions.labels("denied", policy, model_version).inc(denied)
+        if underflow:
+            self.underflow.labels(policy, model_version).inc(underflow)
