@@ -31,12 +31,12 @@ def test_a_missing_bucket_is_full() -> None:
 
 def test_refill_is_linear_and_capped() -> None:
     p = BucketParams(10, 2)
-    assert refill(BucketState(1.0, 100.0), p, 102.0) == 5.0
-    assert refill(BucketState(1.0, 100.0), p, 1000.0) == 10.0
+    assert refill((1.0, 100.0), p, 102.0) == 5.0
+    assert refill((1.0, 100.0), p, 1000.0) == 10.0
 
 
 def test_a_clock_that_steps_back_refills_nothing() -> None:
-    assert refill(BucketState(1.0, 100.0), BucketParams(10, 2), 90.0) == 1.0
+    assert refill((1.0, 100.0), BucketParams(10, 2), 90.0) == 1.0
 
 
 def test_time_to_full() -> None:
@@ -47,7 +47,7 @@ def test_time_to_full() -> None:
 
 def test_denial_writes_nothing_and_says_why() -> None:
     p = BucketParams(2, 1)
-    states, decision = refill_and_take([BucketState(0.5, 0.0)], [p], now=0.0, cost=1.0)
+    states, decision = refill_and_take([(0.5, 0.0)], [p], now=0.0, cost=1.0)
     assert states is None
     assert decision == Decision(False, 0.5, 2.0, 0.5, 1.5)
 
@@ -80,7 +80,7 @@ def test_one_limit_decides_like_the_same_limit_twice(
     p: BucketParams, steps: list[tuple[float, float]], state_tokens: float
 ) -> None:
     """The single-limit fast path and the general loop are the same arithmetic."""
-    one: tuple[BucketState, ...] = (BucketState(p.capacity * state_tokens, 0.0),)
+    one: tuple[BucketState, ...] = ((p.capacity * state_tokens, 0.0),)
     two: tuple[BucketState, ...] = one * 2
     now = 0.0
     for step, cost in steps:
@@ -112,7 +112,7 @@ def test_admitted_never_exceeds_capacity_plus_refill(
 
 @given(p=params, drain=st.floats(0.0, 1.0), cost=st.floats(0.01, 1000.0))
 def test_retry_after_is_when_the_request_fits(p: BucketParams, drain: float, cost: float) -> None:
-    state = (BucketState(p.capacity * drain, 0.0),)
+    state = ((p.capacity * drain, 0.0),)
     _, decision = refill_and_take(state, [p], now=0.0, cost=cost)
     if decision.allowed:
         assert decision.retry_after == 0.0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Final, final
+from typing import Final
 
 from openclaw.clock import Clock, monotonic
 from openclaw.limiter.base import Limits, TakeRequest, as_limits
@@ -28,16 +28,9 @@ _EVICT_SCAN_FACTOR: Final = 4
 _EVICT_SCAN_MIN: Final = 256
 
 
-@final
-class _Entry:
-    """Mutable, and updated in place: a decision allocates no entry and moves no dict slot."""
-
-    __slots__ = ("expires_at", "states")
-
-    def __init__(self, states: tuple[BucketState, ...], expires_at: float) -> None:
-        self.states = states
-        # When every bucket of the key is full again; past it the entry equals no entry.
-        self.expires_at = expires_at
+#: A stored key: when all its buckets are full again (past it the entry equals no entry),
+#: and their states. Only tuples of floats, which the garbage collector does not track.
+_Entry = tuple[float, tuple[BucketState, ...]]
 
 
 class MemoryStore:
@@ -88,16 +81,12 @@ class MemoryStore:
         try:
             entry = buckets.get(key)
             new_states, decision = refill_and_take(
-                entry.states if entry is not None else (), lims, now=now, cost=cost
+                entry[1] if entry is not None else (), lims, now=now, cost=cost
             )
             if new_states is not None:
-                if entry is not None:
-                    entry.states = new_states
-                    entry.expires_at = now + decision.reset_after
-                else:
-                    if len(buckets) >= self._max:
-                        self._evict()
-                    buckets[key] = _Entry(new_states, now + decision.reset_after)
+                if entry is None and len(buckets) >= self._max:
+                    self._evict()
+                buckets[key] = (now + decision.reset_after, new_states)
         finally:
             lock.release()
         return decision
@@ -132,7 +121,7 @@ class MemoryStore:
         window = max(batch * _EVICT_SCAN_FACTOR, _EVICT_SCAN_MIN)
         oldest: list[tuple[float, str]] = []
         for key, entry in self._buckets.items():
-            oldest.append((entry.expires_at, key))
+            oldest.append((entry[0], key))
             if len(oldest) >= window:
                 break
         oldest.sort()
