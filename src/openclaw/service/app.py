@@ -332,7 +332,7 @@ class Service:
             raise RequestError(
                 f"the bucket store failed: {exc}", status=503, code="store_error"
             ) from exc
-        self.metrics.latency.labels("rate").observe(time.perf_counter() - started)
+        self.metrics.child(self.metrics.latency, "rate").observe(time.perf_counter() - started)
         self.metrics.observe(decision, policy=policy.name, model_version=policy.version)
         throttled = self.settings.enforce and not decision.allowed
         headers = rl_headers.rate_limit_headers(
@@ -418,7 +418,7 @@ class Service:
             raise RequestError(
                 f"the bucket store failed: {exc}", status=503, code="store_error"
             ) from exc
-        self.metrics.latency.labels("batch").observe(time.perf_counter() - started)
+        self.metrics.child(self.metrics.latency, "batch").observe(time.perf_counter() - started)
         answer, allowed, underflow = batch_body(
             decisions, clients=clients, routes=routes, costs=costs, tiers=tiers, policy=policy
         )

@@ -15,6 +15,7 @@ quota arrives (omitted when none ever will, or the bucket is full).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Final
@@ -76,6 +77,13 @@ def binding_index(limits: Sequence[BucketParams], decision: Decision) -> int:
 
 def ratelimit_policy(tier: str, limits: Sequence[BucketParams]) -> str:
     """The ``RateLimit-Policy`` field value: every limit the client is charged against."""
+    return _ratelimit_policy(tier, tuple(limits))
+
+
+# The value depends only on the tier and its (immutable) limits, and building it was a tenth
+# of a decision's time; policies have few distinct tiers, so a small cache holds them all.
+@functools.lru_cache(maxsize=4096)
+def _ratelimit_policy(tier: str, limits: tuple[BucketParams, ...]) -> str:
     items = []
     for name, params in zip(limit_names(tier, len(limits)), limits, strict=True):
         item = f"{sf_string(name)};q={sf_integer(math.floor(params.capacity))}"
@@ -103,7 +111,7 @@ def seconds_until_more(params: BucketParams, decision: Decision) -> int | None:
 def ratelimit(tier: str, limits: Sequence[BucketParams], decision: Decision) -> str:
     """The ``RateLimit`` field value: the binding limit's remaining quota and reset."""
     index = binding_index(limits, decision)
-    name = limit_names(tier, len(limits))[index]
+    name = tier if index == 0 else f"{tier}.{index}"  # as limit_names() numbers them
     item = f"{sf_string(name)};r={sf_integer(math.floor(decision.remaining))}"
     more = seconds_until_more(limits[index], decision)
     if more is not None:

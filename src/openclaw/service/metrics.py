@@ -7,8 +7,8 @@ middleware and the service) share and double-count series; so nothing here touch
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -75,6 +75,16 @@ class Metrics:
     decisions: Counter
     underflow: Counter
     store_errors: Counter
+    # Labelled children by (metric, *labels): prometheus_client's labels() validates and
+    # locks on every call, a cost paid per request on the hot path otherwise.
+    _children: dict[tuple[object, ...], Any] = field(default_factory=dict, repr=False)
+
+    def child(self, metric: Histogram | Counter, *labels: str) -> Any:
+        key = (id(metric), *labels)  # the metrics live as long as this object
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     @classmethod
     def register(cls, registry: CollectorRegistry, store: BucketStore) -> Metrics:
@@ -115,9 +125,9 @@ class Metrics:
     def observe(self, decision: Decision, *, policy: str, model_version: str) -> None:
         """Count one decision."""
         result = "allowed" if decision.allowed else "denied"
-        self.decisions.labels(result, policy, model_version).inc()
+        self.child(self.decisions, result, policy, model_version).inc()
         if not decision.allowed and decision.remaining < 1.0:
-            self.underflow.labels(policy, model_version).inc()
+            self.child(self.underflow, policy, model_version).inc()
 
     def observe_counts(
         self, *, allowed: int, denied: int, underflow: int, policy: str, model_version: str
@@ -125,8 +135,8 @@ class Metrics:
         """Count many decisions at once (a batch): the same series as :meth:`observe` per
         decision, at the cost of one label lookup per series instead of per decision."""
         if allowed:
-            self.decisions.labels("allowed", policy, model_version).inc(allowed)
+            self.child(self.decisions, "allowed", policy, model_version).inc(allowed)
         if denied:
-            self.decisions.labels("denied", policy, model_version).inc(denied)
+            self.child(self.decisions, "denied", policy, model_version).inc(denied)
         if underflow:
-            self.underflow.labels(policy, model_version).inc(underflow)
+            self.child(self.underflow, policy, model_version).inc(underflow)
