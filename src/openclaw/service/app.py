@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
+from urllib.parse import parse_qsl
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -305,7 +306,11 @@ class Service:
     # -- decisions -------------------------------------------------------------------
 
     async def rate(self, request: Request) -> Response:
-        fields: dict[str, object] = dict(request.query_params)
+        # What dict(request.query_params) gives (the last value of a repeated name wins),
+        # without building Starlette's multidict: a tenth of a decision's time otherwise.
+        fields: dict[str, object] = dict(
+            parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        )
         if request.method == "POST":
             body = await self.read_object(request)
             if body is not None:
