@@ -403,39 +403,26 @@ def measure_store(
         progress(f"{label}: warming up")
         wrk(tools, get_lua, base, seconds=1, connections=CONNECTIONS, env=rate_env)
         wrk(tools, batch_lua, base, seconds=1, connections=BATCH_CONNECTIONS, env=batch_env)
+
+        def saturated(name: str, env: dict[str, str]) -> Callable[[], None]:
+            """One saturated wrk run of GET ``name`` (the ceiling or a decision)."""
+
+            def run_once() -> None:
+                result = wrk(
+                    tools,
+                    get_lua,
+                    base,
+                    seconds=options.seconds,
+                    connections=CONNECTIONS,
+                    env=env,
+                )
+                throughput.add(name, wrk_run(result))
+
+            return run_once
+
         contenders: list[tuple[str, Callable[[], None]]] = [
-            (
-                CEILING,
-                lambda: throughput.add(
-                    CEILING,
-                    wrk_run(
-                        wrk(
-                            tools,
-                            get_lua,
-                            base,
-                            seconds=options.seconds,
-                            connections=CONNECTIONS,
-                            env=ceiling_env,
-                        )
-                    ),
-                ),
-            ),
-            (
-                RATE,
-                lambda: throughput.add(
-                    RATE,
-                    wrk_run(
-                        wrk(
-                            tools,
-                            get_lua,
-                            base,
-                            seconds=options.seconds,
-                            connections=CONNECTIONS,
-                            env=rate_env,
-                        )
-                    ),
-                ),
-            ),
+            (CEILING, saturated(CEILING, ceiling_env)),
+            (RATE, saturated(RATE, rate_env)),
             (
                 BATCHED,
                 lambda: batch.add(
