@@ -10,7 +10,6 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 
 import pytest
-import redis
 
 from openclaw.limiter import BucketParams
 from openclaw.limiter.redis import RedisStore
@@ -62,11 +61,8 @@ def _hammer(store: RedisStore, key: str, use_async: bool, deadline: float) -> Re
 
 
 def redis_seconds(server: RedisServer) -> float:
-    client = redis.Redis(host="127.0.0.1", port=server.port)
-    try:
+    with server.client() as client:
         seconds, micros = client.time()
-    finally:
-        client.close()
     return seconds + micros / 1e6
 
 

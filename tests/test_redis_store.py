@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import redis
 
 from openclaw.errors import ConfigError
 from openclaw.limiter import BucketParams, TakeRequest, create_store
@@ -16,11 +15,8 @@ from openclaw.testing.redis import RedisCluster, RedisServer
 
 def script_calls(server: RedisServer) -> int:
     """Script runs the server completed (EVALSHA, and EVAL after a NOSCRIPT)."""
-    client = redis.Redis(host="127.0.0.1", port=server.port)
-    try:
+    with server.client() as client:
         stats = client.info("commandstats")
-    finally:
-        client.close()
     return sum(
         stats[name]["calls"] - stats[name]["failed_calls"]
         for name in ("cmdstat_eval", "cmdstat_evalsha")

@@ -76,6 +76,20 @@ def _decode(reply: bytes) -> Decision:
     )
 
 
+def _pipeline(client: Any, command: str, script: str, calls: list[list[Any]]) -> Any:
+    """One round trip of script calls (a pipeline of one for a single call). ``EVAL`` runs a
+    call and also caches the script on whichever node it reached."""
+    pipe = client.pipeline(transaction=False)
+    for call in calls:
+        pipe.execute_command(command, script, *call)
+    return pipe
+
+
+def _merge(replies: list[Any], positions: list[int], retried: list[Any]) -> None:
+    for position, reply in zip(positions, retried, strict=True):
+        replies[position] = reply
+
+
 class RedisStore:
     """A :class:`~openclaw.limiter.base.BucketStore` on Redis or Redis Cluster.
 
@@ -319,25 +333,16 @@ class RedisStore:
     def _run_sync(self, requests: Sequence[TakeRequest], now: float | None) -> list[bytes]:
         client = self._sync_client()
         calls, order = self._calls(requests, now)
-        if len(calls) == 1:
-            try:
-                replies = [client.execute_command("EVALSHA", SCRIPT_SHA, *calls[0])]
-            except self._noscript:
-                replies = [client.execute_command("EVAL", SCRIPT, *calls[0])]
-        else:
-            pipe = client.pipeline(transaction=False)
-            for call in calls:
-                pipe.execute_command("EVALSHA", SCRIPT_SHA, *call)
-            replies = pipe.execute(raise_on_error=False)
-            missing = [i for i, reply in enumerate(replies) if isinstance(reply, self._noscript)]
-            if missing:
-                # EVAL runs the call and caches the script on whichever node it reached.
-                pipe = client.pipeline(transaction=False)
-                for i in missing:
-                    pipe.execute_command("EVAL", SCRIPT, *calls[i])
-                for i, reply in zip(missing, pipe.execute(raise_on_error=False), strict=True):
-                    replies[i] = reply
+        replies = _pipeline(client, "EVALSHA", SCRIPT_SHA, calls).execute(raise_on_error=False)
+        missing = self._missing_script(replies)
+        if missing:
+            retry = _pipeline(client, "EVAL", SCRIPT, [calls[i] for i in missing])
+            _merge(replies, missing, retry.execute(raise_on_error=False))
         return self._flatten(order, replies)
+
+    def _missing_script(self, replies: list[Any]) -> list[int]:
+        """The calls that met NOSCRIPT (a restarted server, a node that never saw the script)."""
+        return [i for i, reply in enumerate(replies) if isinstance(reply, self._noscript)]
 
     def _flatten(self, order: list[int] | None, replies: list[Any]) -> list[bytes]:
         """One reply per request, in request order (cluster grouping reorders them)."""
@@ -415,22 +420,10 @@ class RedisStore:
     async def _run_async(self, requests: Sequence[TakeRequest]) -> list[bytes]:
         client = self._async_client()
         calls, order = self._calls(requests, None)
-        if len(calls) == 1:
-            try:
-                replies = [await client.execute_command("EVALSHA", SCRIPT_SHA, *calls[0])]
-            except self._noscript:
-                replies = [await client.execute_command("EVAL", SCRIPT, *calls[0])]
-        else:
-            pipe = client.pipeline(transaction=False)
-            for call in calls:
-                pipe.execute_command("EVALSHA", SCRIPT_SHA, *call)
-            replies = await pipe.execute(raise_on_error=False)
-            missing = [i for i, reply in enumerate(replies) if isinstance(reply, self._noscript)]
-            if missing:
-                pipe = client.pipeline(transaction=False)
-                for i in missing:
-                    pipe.execute_command("EVAL", SCRIPT, *calls[i])
-                retried = await pipe.execute(raise_on_error=False)
-                for i, reply in zip(missing, retried, strict=True):
-                    replies[i] = reply
+        pipe = _pipeline(client, "EVALSHA", SCRIPT_SHA, calls)
+        replies = await pipe.execute(raise_on_error=False)
+        missing = self._missing_script(replies)
+        if missing:
+            retry = _pipeline(client, "EVAL", SCRIPT, [calls[i] for i in missing])
+            _merge(replies, missing, await retry.execute(raise_on_error=False))
         return self._flatten(order, replies)

@@ -25,8 +25,8 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from openclaw.errors import InvalidParamsError
 from openclaw.limiter.base import BucketStore, TakeRequest
-from openclaw.limiter.core import BucketParams, Decision
 from openclaw.policy.base import Policy
+from openclaw.service.headers import binding_index
 
 CLIENT_KEYS: Final = ("client_id", "remote_address")
 ROUTE_KEYS: Final = ("route", "path")
@@ -51,11 +51,6 @@ def _current_limit(refill_rate: float, name: str) -> Any:
     return rls_pb2.RateLimitResponse.RateLimit(
         name=name, requests_per_unit=int(refill_rate * seconds), unit=unit
     )
-
-
-def _binding(take: TakeRequest, decision: Decision) -> BucketParams:
-    """The limit the decision reports (the one that denied, or has the fewest tokens)."""
-    return next((p for p in take.limits if p.capacity == decision.limit), take.limits[0])
 
 
 class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
@@ -94,7 +89,7 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[
 
         response = rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
         for take, client, decision in zip(takes, clients, decisions, strict=True):
-            binding = _binding(take, decision)
+            binding = take.limits[binding_index(take.limits, decision)]
             status = response.statuses.add()
             status.code = (
                 rls_pb2.RateLimitResponse.OK

@@ -7,16 +7,22 @@ assigned with ``CLUSTER ADDSLOTSRANGE`` and joined with ``CLUSTER MEET``. Every 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from openclaw.errors import ConfigError
+
+if TYPE_CHECKING:
+    import redis
 
 CLUSTER_SLOTS = 16384
 
@@ -95,15 +101,21 @@ class RedisServer:
         self._wait_ready(timeout)
         return self
 
-    def command(self, *args: str | int) -> str:
-        """Run one command over a fresh connection and return the reply as text."""
+    @contextlib.contextmanager
+    def client(self) -> Iterator[redis.Redis]:
+        """A fresh redis-py client, closed on exit."""
         import redis
 
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
         try:
-            reply = client.execute_command(*args)  # type: ignore[no-untyped-call]
+            yield client
         finally:
             client.close()
+
+    def command(self, *args: str | int) -> str:
+        """Run one command over a fresh connection and return the reply as text."""
+        with self.client() as client:
+            reply = client.execute_command(*args)  # type: ignore[no-untyped-call]
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
     def _wait_ready(self, timeout: float) -> None:
