@@ -34,3 +34,24 @@ class RequestError(OpenClawError, ValueError):
         super().__init__(reason)
         self.status = status
         self.code = code
+
+
+class EventRejected(OpenClawError, ValueError):
+    """A telemetry event is invalid. ``reason`` is a code from ``telemetry.events.RejectReason``
+    (sources count rejections by it); the message says what exactly was wrong."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class TelemetryStoreError(OpenClawError):
+    """A telemetry store failed (unreachable, a bad reply, a schema it cannot create)."""
+
+
+class IngestError(OpenClawError, ValueError):
+    """An ingest source cannot be read at all (a missing file, an unknown format, a bad URL).
+
+    Bad lines inside a readable source are rejections, counted and reported, not this error.
+    """

@@ -113,3 +113,51 @@ class Settings(BaseSettings):
         gt=0,
         description="On SIGTERM, how long in-flight requests may take to finish.",
     )
+
+    # -- telemetry (ingestion, stores) -------------------------------------------------
+    telemetry_url: str = Field(
+        default="duckdb://openclaw-telemetry.duckdb",
+        description="Telemetry store: duckdb://PATH (relative to the working directory; "
+        "duckdb:///abs/path for an absolute one; duckdb://:memory: for tests) or "
+        "clickhouse://host:port/database (the native protocol).",
+    )
+    telemetry_retention_days: float = Field(
+        default=90.0,
+        gt=0,
+        description="Raw events older than this are dropped (the drift baseline needs weeks).",
+    )
+    telemetry_batch_size: int = Field(
+        default=10_000,
+        gt=0,
+        description="Events buffered before the in-process batcher writes them to the store.",
+    )
+    telemetry_flush_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Longest an accepted event waits in the batcher before it is written.",
+    )
+    telemetry_max_body_bytes: int = Field(
+        default=16 * 1_048_576,
+        gt=0,
+        description="Largest NDJSON body POST /api/v1/telemetry accepts (413 above it).",
+    )
+    telemetry_queue_max: int = Field(
+        default=1_000_000,
+        gt=0,
+        description="Most events waiting for the store; beyond it the service answers 503 "
+        "(retry later) rather than grow without bound or drop accepted events.",
+    )
+
+    # -- features and labels -------------------------------------------------------------
+    window_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Feature and label window: the model predicts each client's bucket for "
+        "the next window from what it did up to the end of this one.",
+    )
+    label_horizon_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="H of the label: r* is the most requests in any H seconds of the window, "
+        "divided by H.",
+    )

@@ -1,0 +1,80 @@
+"""The protocol every telemetry store implements. Implementations: ``duckdb``, ``clickhouse``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from openclaw.telemetry.events import EventBatch
+
+Dialect = Literal["duckdb", "clickhouse"]
+Columns = dict[str, npt.NDArray[Any]]
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """Where raw telemetry events live, and where the heavy feature aggregation runs (as SQL).
+
+    Every method is blocking and safe to call from one thread at a time; async callers use a
+    worker thread. Times are epoch microseconds (UTC), intervals half-open ``[since, until)``.
+    """
+
+    #: Which SQL the feature code must speak to this store.
+    dialect: Dialect
+
+    def create_schema(self) -> None:
+        """Create the tables if missing. Idempotent; ``open_event_store`` calls it."""
+
+    def insert(self, batch: EventBatch) -> int:
+        """Store a batch, idempotent on ``event_id``; returns how many rows were new.
+
+        When it returns, the rows are committed: a crash afterwards loses none of them.
+        """
+
+    def count(self, *, since_us: int | None = None, until_us: int | None = None) -> int:
+        """Distinct events stored (each event id once), optionally within a time range."""
+
+    def time_range(self) -> tuple[int, int] | None:
+        """The first and last event's ``ts_us``; None when empty."""
+
+    def scan(self, *, since_us: int | None = None, until_us: int | None = None) -> EventBatch:
+        """Every stored event in the range, each id once.
+
+        Ordered by (client_id, ts_us, event_id).
+        """
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> Columns:
+        """Run a query in this store's dialect; the result as named NumPy columns.
+
+        Parameters are named ``%(name)s`` placeholders in both dialects (the DuckDB store
+        translates), so the feature code writes its SQL once per dialect, not per driver.
+        """
+
+    def apply_retention(self, *, now_us: int) -> int:
+        """Drop events older than the retention window before ``now_us``; returns rows dropped
+        where the backend can tell (ClickHouse drops whole days and may return -1)."""
+
+    def ping(self) -> bool:
+        """True when the store answers (for ``/readyz``)."""
+
+    def close(self) -> None: ...
+
+
+def column(columns: Columns, name: str) -> npt.NDArray[Any]:
+    """One named result column, with an error that names what is there when it is missing."""
+    try:
+        return columns[name]
+    except KeyError:
+        raise KeyError(f"no column {name!r} in {sorted(columns)}") from None
+
+
+def as_columns(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> Columns:
+    """Rows (as drivers return them) to named NumPy columns."""
+    out: Columns = {}
+    for i, name in enumerate(names):
+        values = [row[i] for row in rows]
+        out[name] = np.asarray(values) if values else np.empty(0)
+    return out
