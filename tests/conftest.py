@@ -1,4 +1,5 @@
-"""Fixtures: real redis-server processes and a real 3-master Redis Cluster on loopback."""
+"""Fixtures: real redis-server processes, a real 3-master Redis Cluster and a real
+clickhouse-server on loopback; telemetry stores of both backends."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from openclaw.settings import Settings
+from openclaw.telemetry.base import EventStore
+from openclaw.telemetry.stores import open_event_store
+from openclaw.testing.clickhouse import ClickHouseServer, start_clickhouse
 from openclaw.testing.redis import RedisCluster, RedisServer, start_cluster, start_redis
 
 # Compiled by mypyc (setup.py). After an edit the old .so would shadow the new source and the
@@ -39,6 +44,40 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     cluster = start_cluster(3, tmp_path_factory.mktemp("cluster"))
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
+    """One real clickhouse-server for the session; tests keep apart by database."""
+    server = start_clickhouse(tmp_path_factory.mktemp("clickhouse"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("duckdb", id="duckdb"),
+        pytest.param("clickhouse", id="clickhouse", marks=pytest.mark.clickhouse),
+    ]
+)
+def event_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty telemetry store's URL, once per backend: a DuckDB file in tmp_path, or a
+    database of its own on the session's ClickHouse server (dropped afterwards)."""
+    if request.param == "duckdb":
+        yield f"duckdb://{tmp_path / 'events.duckdb'}"
+        return
+    server: ClickHouseServer = request.getfixturevalue("clickhouse_server")
+    database = f"test_{uuid.uuid4().hex[:12]}"
+    yield server.url_for(database)
+    server.execute(f"DROP DATABASE IF EXISTS {database}")
+
+
+@pytest.fixture
+def event_store(event_store_url: str) -> Iterator[EventStore]:
+    """An open, empty telemetry store with its schema, once per backend."""
+    store = open_event_store(event_store_url, settings=Settings())
+    yield store
+    store.close()
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ class RequestError(OpenClawError, ValueError):
         self.code = code
 
 
-class EventRejected(OpenClawError, ValueError):
+class EventRejected(OpenClawError, ValueError):  # noqa: N818 (an outcome, counted, not a fault)
     """A telemetry event is invalid. ``reason`` is a code from ``telemetry.events.RejectReason``
     (sources count rejections by it); the message says what exactly was wrong."""
 
@@ -55,3 +55,14 @@ class IngestError(OpenClawError, ValueError):
 
     Bad lines inside a readable source are rejections, counted and reported, not this error.
     """
+
+
+class TelemetryQueueFull(OpenClawError):  # noqa: N818 (back-pressure, not a fault)
+    """The telemetry queue cannot take a batch now (it is full, or closed for shutdown).
+
+    Nothing of the refused batch was accepted: the sender retries it after ``retry_after_s``
+    (HTTP answers 503 with ``Retry-After``)."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

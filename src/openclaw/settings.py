@@ -147,6 +147,18 @@ class Settings(BaseSettings):
         description="Most events waiting for the store; beyond it the service answers 503 "
         "(retry later) rather than grow without bound or drop accepted events.",
     )
+    telemetry_connect_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        description="Connect timeout of a server telemetry store (ClickHouse): an unreachable "
+        "server fails in seconds, not minutes.",
+    )
+    telemetry_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Socket send/receive timeout of one round trip to a server telemetry store "
+        "(ClickHouse sends progress while a long query runs, so this bounds silence, not work).",
+    )
 
     # -- features and labels -------------------------------------------------------------
     window_s: float = Field(

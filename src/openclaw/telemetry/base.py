@@ -51,6 +51,15 @@ class EventStore(Protocol):
 
         Parameters are named ``%(name)s`` placeholders in both dialects (the DuckDB store
         translates), so the feature code writes its SQL once per dialect, not per driver.
+        With parameters, a literal ``%`` is written ``%%`` (pyformat) in both.
+
+        The table is ``events(event_id, client_id, ts_us, status_code, response_time_ms,
+        route, method, bytes)``; unknowns are SQL NULL. Both stores keep it duplicate-free
+        (they check a batch's ids before writing it), so SQL reads it plainly: ``FROM events``,
+        no ``FINAL`` in ClickHouse. In results, NULL is NaN in a numeric column (an integer
+        column with a NULL comes back as float64) and None in the others. DuckDB's ``sum`` of
+        integers is HUGEINT, which comes back as float64: cast it (``::BIGINT``) where exact
+        integers matter.
         """
 
     def apply_retention(self, *, now_us: int) -> int:
