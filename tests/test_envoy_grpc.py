@@ -215,6 +215,7 @@ def test_envoy_in_front_of_openclaw_serve(tmp_path: Path) -> None:
     serve = subprocess.Popen(
         [str(Path(sys.executable).parent / "openclaw"), "serve", "--port", str(http_port),
          "--grpc-port", str(grpc_port), "--policy", str(policy)],
+        cwd=tmp_path,  # its telemetry DuckDB file goes there, not into the checkout
     )  # fmt: skip
     upstream = Upstream(("127.0.0.1", 0), UpstreamHandler)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()

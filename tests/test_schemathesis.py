@@ -6,6 +6,8 @@ content type, headers and body schema."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,8 +18,8 @@ import schemathesis
 from hypothesis import settings
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
-from schemathesis import Case
-from schemathesis.checks import not_a_server_error
+from schemathesis import Case, SerializationContext
+from schemathesis.checks import CheckContext, not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     ignored_auth,
@@ -31,8 +33,10 @@ from openclaw.limiter import create_store
 from openclaw.policy.static import PolicyHolder
 from openclaw.service.app import create_app
 from openclaw.service.openapi import openapi_spec
-from openclaw.service.server import BackgroundServer
+from openclaw.service.server import BackgroundServer, close_telemetry
 from openclaw.settings import Settings
+from openclaw.telemetry.batcher import TelemetryBatcher
+from openclaw.telemetry.stores import open_event_store
 from openclaw.testing.redis import RedisServer
 
 TOKEN = "schemathesis-token"
@@ -65,6 +69,36 @@ CHECKS = [
     ignored_auth,
 ]
 
+TELEMETRY = "/api/v1/telemetry"
+
+
+@schemathesis.serializer("application/x-ndjson")
+def ndjson(ctx: SerializationContext, value: Any) -> bytes:
+    """The NDJSON body: each item of the generated array on a line of its own; anything
+    else (negative data) as one line. json, not orjson: negative data has integers past 64
+    bits, which are JSON and must reach the server."""
+    items = value if isinstance(value, list) else [value]
+    return "".join(json.dumps(item) + "\n" for item in items).encode()
+
+
+def telemetry_rejects_invalid_lines(ctx: CheckContext, response: Any, case: Case[Any]) -> None:
+    """negative_data_rejection, for the telemetry endpoint: a body with invalid events may
+    be accepted in part (the valid lines are, by design), so a 202 must report rejections."""
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_negative:
+        return
+    if response.status_code < 300:
+        answer = response.json()
+        assert answer["rejected"] >= 1, f"invalid data accepted whole: {answer}"
+    else:
+        assert 400 <= response.status_code < 500, response.status_code
+
+
+TELEMETRY_CHECKS = [
+    *(check for check in CHECKS if check is not negative_data_rejection),
+    telemetry_rejects_invalid_lines,
+]
+
 
 @pytest.fixture(scope="module", params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def api_url(
@@ -86,14 +120,24 @@ def api_url(
         admin_token=SecretStr(TOKEN),
         max_body_bytes=4096,
         max_batch=20,
+        telemetry_max_body_bytes=4096,
     )
     store = create_store(settings_)
+    registry = CollectorRegistry()
+    events = tmp_path_factory.mktemp("telemetry") / "events.duckdb"
+    event_store = open_event_store(f"duckdb://{events}", settings=settings_)
+    telemetry = TelemetryBatcher.from_settings(event_store, settings_, registry).start()
+
+    async def close_queue() -> None:
+        await asyncio.to_thread(close_telemetry, telemetry, event_store, timeout_s=10)
+
     app = create_app(
         settings_,
         store,
         PolicyHolder.from_file(path),
-        CollectorRegistry(),
-        on_shutdown=[store.aclose],
+        registry,
+        on_shutdown=[close_queue, store.aclose],
+        telemetry=telemetry,
     )
     with BackgroundServer(app, settings_) as server:
         yield server.url
@@ -123,7 +167,8 @@ schema = schemathesis.openapi.from_dict(
 @settings(max_examples=75, deadline=None)
 def test_api_conforms_to_its_openapi_document(case: Case[Any], api_url: str) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    case.call_and_validate(base_url=api_url, headers=headers, checks=CHECKS)
+    checks = TELEMETRY_CHECKS if case.operation.path == TELEMETRY else CHECKS
+    case.call_and_validate(base_url=api_url, headers=headers, checks=checks)
 
 
 def test_the_document_tested_is_the_one_served(api_url: str) -> None:

@@ -103,6 +103,7 @@ def test_sighup_and_file_changes_reload_the_policy(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "openclaw"), "serve", "--port", str(port), "--policy", str(policy)],
+        cwd=tmp_path,  # its telemetry DuckDB file goes there, not into the checkout
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
 import typer
 
@@ -142,6 +142,467 @@ def bench_http(
         run_http(options, command=http_command_line(sys.argv))
     except OpenClawError as exc:
         typer.echo(f"openclaw bench http: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    lines: Annotated[
+        int, typer.Option(min=1000, help="Lines of the input (the NASA trace, repeated).")
+    ] = 1_000_000,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds; each runs every contender.")] = 3,
+    clickhouse: Annotated[
+        str,
+        typer.Option(
+            help="none: DuckDB only; auto: also a throwaway clickhouse-server; "
+            "or also the clickhouse:// URL given.",
+        ),
+    ] = "none",
+    trace: Annotated[Path, typer.Option(help="The NASA TSV trace the input repeats.")] = Path(
+        "../shared/data/traces/nasa_19950801.tsv"
+    ),
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results to this file.")
+    ] = None,
+) -> None:
+    """Log import (openclaw ingest) into DuckDB and ClickHouse against the stores' native
+    loaders, on the same file. Targets: 300,000 events/s (DuckDB), 100,000 (ClickHouse).
+
+    Prints FAIL next to a missed target but exits 0: it is a report, not a gate.
+    """
+    from openclaw.bench.ingest import Options as IngestOptions
+    from openclaw.bench.ingest import command_line as ingest_command_line
+    from openclaw.bench.ingest import run as run_ingest
+
+    options = IngestOptions(
+        lines=lines, rounds=rounds, clickhouse=clickhouse, trace=trace, json_path=json_path
+    )
+    try:
+        run_ingest(options, command=ingest_command_line(sys.argv))
+    except OpenClawError as exc:
+        typer.echo(f"openclaw bench ingest: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@bench_app.command("features")
+def bench_features(
+    *,
+    events: Annotated[int, typer.Option(min=1, help="Synthetic events to generate.")] = 10_000_000,
+    clients: Annotated[
+        int, typer.Option(min=1, help="Clients the events are drawn from.")
+    ] = 200_000,
+    hours: Annotated[float, typer.Option(min=0.1, help="Span of the events, hours.")] = 24.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds; each runs both contenders.")] = 1,
+    db: Annotated[
+        Path | None,
+        typer.Option(help="DuckDB file of the events: reused if it exists, else written and kept."),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results to this file.")
+    ] = None,
+) -> None:
+    """Feature extraction of a DuckDB telemetry file (10 million events by default) against a
+    plain GROUP BY (client, window) count of the same table. Target: under 60 s.
+
+    Prints FAIL next to a missed target but exits 0: it is a report, not a gate.
+    """
+    from openclaw.bench.features import Options as FeatureOptions
+    from openclaw.bench.features import run as run_features
+    from openclaw.bench.limiter import command_line
+
+    options = FeatureOptions(
+        events=events, clients=clients, hours=hours, rounds=rounds, db=db, json_path=json_path
+    )
+    try:
+        run_features(options, command=command_line(sys.argv))
+    except OpenClawError as exc:
+        typer.echo(f"openclaw bench features: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command("features")
+def features(
+    out: Annotated[Path, typer.Option("--out", help="Parquet file to write the rows to.")],
+    store: Annotated[
+        str | None,
+        typer.Option(help="Telemetry store URL (default: OPENCLAW_TELEMETRY_URL)."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="First instant (ISO 8601 with offset, e.g. 2024-05-01T00:00Z); "
+            "moved forward to a window boundary (default: the first event's window)."
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="End, exclusive; moved back to a window boundary "
+            "(default: the end of the last event's window)."
+        ),
+    ] = None,
+    window: Annotated[
+        float | None,
+        typer.Option(min=0.000001, help="Window, seconds (default: OPENCLAW_WINDOW_S, 300)."),
+    ] = None,
+) -> None:
+    """Per-(client, window) features and labels of a telemetry store, to a Parquet file."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from openclaw.errors import EventRejected
+    from openclaw.features.offline import export_features
+    from openclaw.settings import Settings
+    from openclaw.telemetry.events import parse_timestamp
+
+    def instant(name: str, value: str | None) -> int | None:
+        if value is None:
+            return None
+        text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+        try:
+            return parse_timestamp(text)
+        except EventRejected as exc:
+            raise typer.BadParameter(f"{value!r}: {exc}", param_hint=f"--{name}") from None
+
+    since_us = instant("since", since)
+    until_us = instant("until", until)
+    console = Console(stderr=True)
+    try:
+        settings = Settings()
+        url = store or settings.telemetry_url
+        with Progress(
+            TextColumn("features"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("features", total=None)
+            summary = export_features(
+                url,
+                out,
+                settings=settings,
+                since_us=since_us,
+                until_us=until_us,
+                window_s=window,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    except (OpenClawError, OSError) as exc:
+        typer.echo(f"openclaw features: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    span = ""
+    if summary.first_window_start_us is not None and summary.last_window_start_us is not None:
+        from datetime import UTC, datetime
+
+        first = datetime.fromtimestamp(summary.first_window_start_us / 1e6, UTC)
+        last = datetime.fromtimestamp(summary.last_window_start_us / 1e6, UTC)
+        span = f", windows starting {first:%Y-%m-%dT%H:%M:%SZ} .. {last:%Y-%m-%dT%H:%M:%SZ}"
+    typer.echo(
+        f"wrote {out}: {summary.rows:,} rows, {summary.clients:,} clients, "
+        f"{summary.windows:,} windows{span} in {summary.seconds:.1f} s"
+    )
+
+
+#: The formats of `openclaw ingest FILE` (telemetry.parsers.FORMATS; spelled out here so that
+#: `openclaw --help` does not import NumPy; a test holds the two equal).
+IngestFormat = Literal["clf", "combined", "jsonl", "nasa-tsv"]
+INGEST_FORMATS: tuple[str, ...] = get_args(IngestFormat)
+
+
+@app.command("ingest")
+def ingest(
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Log file to import (gzip-compressed files are read as such).",
+            show_default=False,
+        ),
+    ] = None,
+    *,
+    fmt: Annotated[
+        IngestFormat | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="clf (Common Log Format), combined (Apache/NCSA combined), jsonl (one "
+            "event per line, as POST /api/v1/telemetry takes them), nasa-tsv.",
+            show_default=False,
+        ),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(help="Telemetry store URL (default: OPENCLAW_TELEMETRY_URL)."),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Instead of FILE: consume a Redis stream, redis://HOST:PORT/DB (with --stream, "
+            "--group, --consumer); entries hold one field, event, with the event's JSON.",
+            show_default=False,
+        ),
+    ] = None,
+    stream: Annotated[str, typer.Option(help="With --from: the stream.")] = "openclaw:telemetry",
+    group: Annotated[str, typer.Option(help="With --from: the consumer group.")] = "openclaw",
+    consumer: Annotated[
+        str, typer.Option(help="With --from: this consumer's name (keep it across restarts).")
+    ] = "ingest-1",
+    idle_exit: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1, help="With --from: exit when no entry arrived for this many seconds."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="With --from: entries read and stored per batch.")
+    ] = 1000,
+) -> None:
+    """Import a log file into the telemetry store: a progress bar, then a summary of accepted
+    and rejected lines (by reason) and the first rejected lines as FILE:LINE: reason: detail.
+
+    Importing a file again stores nothing twice. Exit code 0 even with rejected lines;
+    2 when the file cannot be read, 1 when the store fails.
+
+    With --from redis://..., consume a Redis stream through a consumer group instead: each
+    batch is acknowledged once the store committed it, so a crash loses nothing and a restart
+    (same --consumer) stores nothing twice. Runs until SIGTERM (the batch in hand is finished
+    first) or --idle-exit; bad entries go to the stream STREAM:rejected.
+    """
+    if source is not None:
+        if file is not None:
+            raise typer.BadParameter("give FILE or --from, not both", param_hint="--from")
+        _ingest_stream(
+            source,
+            stream=stream,
+            group=group,
+            consumer=consumer,
+            store=store,
+            idle_exit=idle_exit,
+            batch_size=batch_size,
+        )
+        return
+    if file is None:
+        raise typer.BadParameter("give the FILE to import", param_hint="FILE")
+    if fmt is None:
+        raise typer.BadParameter(
+            f"required with FILE: one of {', '.join(INGEST_FORMATS)}", param_hint="--format"
+        )
+    from rich.console import Console
+
+    from openclaw.errors import ConfigError, IngestError
+    from openclaw.settings import Settings
+    from openclaw.telemetry.ingest import import_file
+
+    try:
+        settings = Settings()
+        import_file(
+            file,
+            fmt,
+            store_url=store or settings.telemetry_url,
+            settings=settings,
+            console=Console(),
+            status_console=Console(stderr=True),
+        )
+    except (IngestError, ConfigError) as exc:
+        typer.echo(f"openclaw ingest: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except OpenClawError as exc:
+        typer.echo(f"openclaw ingest: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _ingest_stream(
+    source: str,
+    *,
+    stream: str,
+    group: str,
+    consumer: str,
+    store: str | None,
+    idle_exit: float | None,
+    batch_size: int,
+) -> None:
+    from openclaw.errors import ConfigError, IngestError
+    from openclaw.settings import Settings
+    from openclaw.telemetry.streams import dead_letter_stream, run_consumer
+
+    try:
+        settings = Settings()
+        stats = run_consumer(
+            source,
+            stream=stream,
+            group=group,
+            consumer=consumer,
+            store_url=store or settings.telemetry_url,
+            settings=settings,
+            idle_exit_s=idle_exit,
+            batch_size=batch_size,
+            progress=lambda line: typer.echo(line, err=True),
+        )
+    except (IngestError, ConfigError) as exc:
+        typer.echo(f"openclaw ingest: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except OpenClawError as exc:
+        typer.echo(f"openclaw ingest: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    rejected = ", ".join(f"{reason} {n}" for reason, n in sorted(stats.rejected.items()))
+    typer.echo(
+        f"{stream} (group {group}, consumer {consumer}): {stats.entries} entries, "
+        f"{stats.stored} stored, {stats.duplicates} already stored, "
+        f"{sum(stats.rejected.values())} rejected"
+        + (f" ({rejected}; see {dead_letter_stream(stream)})" if rejected else "")
+        + f"; ended: {stats.ended}"
+    )
+    if stats.ended == "failed":
+        typer.echo("openclaw ingest: the store kept failing; entries left pending", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("generate")
+def generate_traffic(
+    *,
+    days: Annotated[float, typer.Option(min=0.01, help="Days of traffic.")] = 7.0,
+    clients: Annotated[
+        int, typer.Option(min=1, help="Legitimate clients (each sends at least one request).")
+    ] = 10_000,
+    seed: Annotated[int, typer.Option(min=0, help="The same seed gives the same events.")] = 0,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="First day, YYYY-MM-DD, from its UTC midnight (default: DAYS days before today)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write JSON lines (the schema `openclaw ingest --format "
+            "jsonl` reads) to this file; gzip-compressed if it ends in .gz.",
+        ),
+    ] = None,
+    store: Annotated[
+        str | None, typer.Option(help="Insert into this telemetry store URL instead.")
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="Write the abusive clients to this CSV (client_id,kind,start,end)."),
+    ] = None,
+    abusive: Annotated[
+        int, typer.Option(min=0, help="Abuse incidents: scraper, runaway, distributed, in turn.")
+    ] = 3,
+    calibration_report: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a Markdown table of per-client rate and burst "
+            "distributions, the real trace against the generated traffic."
+        ),
+    ] = None,
+    trace: Annotated[
+        Path, typer.Option(help="The real trace (NASA TSV) for --calibration-report.")
+    ] = Path("../shared/data/traces/nasa_19950801.tsv"),
+) -> None:
+    """Synthetic telemetry: a daily cycle, heavy-tailed clients, bursty sessions, response
+    times and errors that rise with load, and labelled abusive clients. Calibrated on the NASA
+    trace (docs/synthetic-traffic.md)."""
+    import math
+    from datetime import UTC, datetime, timedelta
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from openclaw.bench.limiter import command_line
+    from openclaw.telemetry import synthetic
+
+    if out is not None and store is not None:
+        raise typer.BadParameter("give --out or --store, not both", param_hint="--out")
+    if out is None and store is None and calibration_report is None:
+        raise typer.BadParameter(
+            "give --out FILE.jsonl or --store URL (or --calibration-report)", param_hint="--out"
+        )
+    try:
+        if start is None:
+            first = datetime.now(UTC).date() - timedelta(days=math.ceil(days))
+            start = first.isoformat()
+        spec = synthetic.SyntheticSpec(
+            days=days,
+            clients=clients,
+            abusive=abusive,
+            start_us=synthetic.start_of_day_us(start),
+        )
+        options = synthetic.GenerateOptions(
+            spec=spec,
+            seed=seed,
+            out=out,
+            store_url=store,
+            labels_path=labels,
+            report_path=calibration_report,
+            trace_path=trace,
+            command=command_line(sys.argv),
+        )
+        with Progress(
+            TextColumn("generate"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as bar:
+            task = bar.add_task("generate", total=None)
+            summary = synthetic.run_generate(
+                options,
+                progress_total=lambda n: bar.update(task, total=n),
+                progress=lambda k: bar.advance(task, k),
+            )
+    except OpenClawError as exc:
+        typer.echo(f"openclaw generate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    where = out or store or "nowhere (report only)"
+    stored = "" if summary.stored is None else f" ({summary.stored:,} new in the store)"
+    rate = summary.events / max(summary.generate_s, 1e-9)
+    typer.echo(
+        f"{summary.events:,} events{stored} of {summary.clients:,} clients from {start}, "
+        f"{days:g} days, to {where}; {summary.labels} abusive clients labelled"
+        + (f" in {labels}" if labels else "")
+        + f"; backend capacity {summary.capacity_rps:.1f} req/s; generated in "
+        f"{summary.generate_s:.2f} s ({rate:,.0f} events/s), written in {summary.write_s:.1f} s"
+    )
+    if calibration_report is not None:
+        typer.echo(f"calibration report: {calibration_report}")
+
+
+@bench_app.command("telemetry-http")
+def bench_telemetry_http(
+    *,
+    seconds: Annotated[float, typer.Option(min=1, help="Seconds of each run.")] = 3.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds; each runs every contender.")] = 3,
+    events: Annotated[int, typer.Option(min=1, help="Events per request body.")] = 1000,
+    connections: Annotated[int, typer.Option(min=1, help="wrk connections.")] = 4,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results to this file.")
+    ] = None,
+) -> None:
+    """NDJSON events/s through POST /api/v1/telemetry into the DuckDB store, against the same
+    server carrying the same bodies unread, the parser alone and the store alone. Needs wrk.
+
+    Prints FAIL next to a missed target but exits 0: it is a report, not a gate.
+    """
+    from openclaw.bench.limiter import command_line
+    from openclaw.bench.telemetry_http import Options as TelemetryOptions
+    from openclaw.bench.telemetry_http import run as run_telemetry
+
+    options = TelemetryOptions(
+        seconds=seconds, rounds=rounds, events=events, connections=connections, json_path=json_path
+    )
+    try:
+        run_telemetry(options, command=command_line(sys.argv))
+    except OpenClawError as exc:
+        typer.echo(f"openclaw bench telemetry-http: {exc}", err=True)
         raise typer.Exit(2) from exc
 
 

@@ -252,7 +252,12 @@ def serving(store_url: str, workdir: Path) -> Iterator[str]:
     policy = workdir / "policy.toml"
     policy.write_text(POLICY)
     port = free_port()
-    env = {**os.environ, "OPENCLAW_STORE_URL": store_url}
+    env = {
+        **os.environ,
+        "OPENCLAW_STORE_URL": store_url,
+        # A telemetry file of its own: a DuckDB file has one writing process at a time.
+        "OPENCLAW_TELEMETRY_URL": f"duckdb://{workdir / f'telemetry-{port}.duckdb'}",
+    }
     log = (workdir / f"serve-{port}.log").open("wb")
     serve = ["serve", "--host", "127.0.0.1", "--port", str(port), "--policy", str(policy)]
     proc = subprocess.Popen(  # noqa: S603 - our argv, not a shell line

@@ -35,7 +35,9 @@ from openclaw.policy.base import Policy
 from openclaw.service import headers as rl_headers
 from openclaw.service.metrics import Metrics
 from openclaw.service.openapi import openapi_spec
+from openclaw.service.telemetry import TelemetryEndpoint
 from openclaw.settings import Settings
+from openclaw.telemetry.batcher import TelemetryBatcher
 
 JSON_TYPE = "application/json"
 
@@ -259,11 +261,19 @@ class Service:
         store: BucketStore,
         policies: PolicySource,
         registry: CollectorRegistry,
+        *,
+        telemetry: TelemetryBatcher | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.policies = policies
         self.registry = registry
+        self.telemetry = telemetry
+        self.telemetry_endpoint = TelemetryEndpoint(
+            telemetry,
+            max_body_bytes=settings.telemetry_max_body_bytes,
+            max_client_id_length=settings.max_client_id_length,
+        )
         self.metrics = Metrics.register(registry, store)
         self.validate = Validator(settings)
 
@@ -476,9 +486,20 @@ class Service:
             detail = getattr(self.store, "last_error", None)
             reason = "the bucket store is unreachable" + (f": {detail}" if detail else "")
             return error_response(503, "not_ready", reason)
-        return json_response(
-            {"status": "ready", "policy": {"name": policy.name, "version": policy.version}}
-        )
+        ready: dict[str, Any] = {
+            "status": "ready",
+            "policy": {"name": policy.name, "version": policy.version},
+        }
+        if self.telemetry is not None:
+            if not await run_in_threadpool(self.telemetry.ping):
+                detail = self.telemetry.last_error
+                reason = "the telemetry store is unreachable" + (f": {detail}" if detail else "")
+                return error_response(503, "not_ready", reason)
+            ready["telemetry"] = {
+                "store": self.telemetry.store.dialect,
+                "queue_depth": self.telemetry.depth,
+            }
+        return json_response(ready)
 
     async def metrics_text(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
@@ -539,13 +560,16 @@ def create_app(
     registry: CollectorRegistry,
     *,
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+    telemetry: TelemetryBatcher | None = None,
 ) -> Starlette:
     """The Rating API on injected dependencies.
 
     The caller owns the store; ``on_shutdown`` callbacks run when the server shuts down
     (after in-flight requests finish), which is where a caller closes what it opened.
+    ``telemetry`` is the queue ``POST /api/v1/telemetry`` feeds (the caller closes it, which
+    writes what is buffered); without one that endpoint answers 503.
     """
-    service = Service(settings, store, policy_holder, registry)
+    service = Service(settings, store, policy_holder, registry, telemetry=telemetry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -562,6 +586,7 @@ def create_app(
         Route("/api/v1/rate/batch", service.batch, methods=["POST"]),
         params_route,
         Route("/api/v1/admin/reload", service.reload, methods=["POST"]),
+        Route("/api/v1/telemetry", service.telemetry_endpoint.post, methods=["POST"]),
         Route("/healthz", service.healthz, methods=["GET"]),
         Route("/readyz", service.readyz, methods=["GET"]),
         Route("/metrics", service.metrics_text, methods=["GET"]),

@@ -157,7 +157,89 @@ _SCHEMAS: dict[str, Any] = {
     "Status": {
         "type": "object",
         "required": ["status"],
-        "properties": {"status": {"type": "string"}, "policy": _ref("PolicyRef")},
+        "properties": {
+            "status": {"type": "string"},
+            "policy": _ref("PolicyRef"),
+            "telemetry": {
+                "type": "object",
+                "description": "The telemetry store (its dialect) and the events queued for it.",
+                "required": ["store", "queue_depth"],
+                "properties": {
+                    "store": {"type": "string"},
+                    "queue_depth": {"type": "integer", "minimum": 0},
+                },
+            },
+        },
+    },
+    "TelemetryEvent": {
+        "type": "object",
+        "description": "One line of a POST /api/v1/telemetry body.",
+        "required": ["client_id", "timestamp", "response_time_ms", "status_code"],
+        "additionalProperties": False,
+        "properties": {
+            "event_id": {
+                "type": ["string", "null"],
+                "minLength": 1,
+                "maxLength": 128,
+                "description": "Idempotence key: an event id is stored once. Absent or null: "
+                "one is made up (unique, so a retried body is stored twice).",
+            },
+            "client_id": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 256,
+                "description": "At most max_client_id_length characters (256 by default).",
+            },
+            "timestamp": {
+                "description": "UTC: seconds since the epoch, or RFC 3339 with an offset; "
+                "within 1990..2100.",
+                "anyOf": [
+                    {"type": "number", "minimum": 631152000, "maximum": 4102444800},
+                    {"type": "string", "format": "date-time"},
+                ],
+            },
+            "response_time_ms": {"type": "number", "minimum": 0, "maximum": 86400000},
+            "status_code": {"type": "integer", "minimum": 100, "maximum": 599},
+            "route": {"type": ["string", "null"], "maxLength": 2048},
+            "method": {"type": ["string", "null"], "maxLength": 16},
+            "bytes": {"type": ["integer", "null"], "minimum": 0, "maximum": 2**62},
+        },
+    },
+    "TelemetryLineError": {
+        "type": "object",
+        "required": ["line", "reason", "detail"],
+        "properties": {
+            "line": {"type": "integer", "minimum": 1, "description": "1-based line number."},
+            "reason": {
+                "type": "string",
+                "description": "bad_json, missing_field, bad_type, bad_timestamp, "
+                "out_of_range, too_long or unknown_field.",
+            },
+            "detail": {"type": "string"},
+        },
+    },
+    "TelemetryAccepted": {
+        "type": "object",
+        "required": ["accepted", "rejected", "errors"],
+        "properties": {
+            "accepted": {"type": "integer", "minimum": 0},
+            "rejected": {"type": "integer", "minimum": 0},
+            "errors": {
+                "type": "array",
+                "maxItems": 100,
+                "description": "The first 100 rejected lines, in order.",
+                "items": _ref("TelemetryLineError"),
+            },
+        },
+    },
+    "TelemetryError": {
+        "type": "object",
+        "required": ["error", "reason"],
+        "properties": {
+            "error": {"type": "string"},
+            "reason": {"type": "string"},
+            "errors": {"type": "array", "items": _ref("TelemetryLineError")},
+        },
     },
     "Reloaded": {
         "type": "object",
@@ -235,6 +317,60 @@ def openapi_spec() -> dict[str, Any]:
                         "401": _json(_ref("Error"), "Missing or wrong bearer token."),
                         "403": _json(_ref("Error"), "Admin endpoints are disabled."),
                         "409": _json(_ref("Error"), "The file is invalid; the old policy stays."),
+                    },
+                },
+            },
+            "/api/v1/telemetry": {
+                "post": {
+                    "summary": "Ingest telemetry events (NDJSON: one event object per line)",
+                    "description": "Each line is validated on its own: bad lines are rejected "
+                    "with their line number and reason, the good ones are accepted. The body is "
+                    "limited to telemetry_max_body_bytes (16 MiB by default).",
+                    "operationId": "telemetry_ingest",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/x-ndjson": {
+                                "schema": {
+                                    "type": "array",
+                                    "description": "Each item is one line of the body.",
+                                    "items": _ref("TelemetryEvent"),
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _json(
+                            _ref("TelemetryAccepted"),
+                            "Accepted: the valid events are queued for the store.",
+                        ),
+                        "400": _json(
+                            _ref("TelemetryError"),
+                            "Not NDJSON: no line holds a JSON object (or the body is empty).",
+                        ),
+                        "413": _json(
+                            _ref("Error"),
+                            "The body is larger than allowed, or holds more events than the "
+                            "whole queue (telemetry_queue_max).",
+                        ),
+                        "415": _json(
+                            _ref("Error"),
+                            "The Content-Type is not NDJSON (application/x-ndjson, "
+                            "application/ndjson, application/jsonl, application/json, or none).",
+                        ),
+                        "503": {
+                            **_json(
+                                _ref("Error"),
+                                "The queue is full (retry after Retry-After seconds; nothing "
+                                "of the body was taken), or telemetry is not configured.",
+                            ),
+                            "headers": {
+                                "Retry-After": {
+                                    "description": "Seconds to wait (when the queue is full).",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                        },
                     },
                 },
             },

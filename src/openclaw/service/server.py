@@ -5,6 +5,11 @@ uvicorn answers SIGTERM and SIGINT gracefully: it stops accepting connections, l
 already being served finish (for up to ``shutdown_grace_s``), then runs the app's shutdown,
 which closes the store. SIGHUP reloads the policy file, and the file is also watched for
 changes; a bad file keeps the policy in force (the holder logs why).
+
+The telemetry store (``telemetry_url``, a DuckDB file by default) is opened at start-up with
+the queue in front of it; at shutdown, after the last request, the queue writes every event it
+holds before the store closes, so an event answered 202 is in the store once the process has
+exited.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
+from openclaw.errors import TelemetryStoreError
 from openclaw.limiter import BucketStore, create_store
 from openclaw.policy.static import PolicyHolder
 from openclaw.service.app import create_app
 from openclaw.settings import Settings
+from openclaw.telemetry.base import EventStore
+from openclaw.telemetry.batcher import TelemetryBatcher
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +67,62 @@ class Built:
     store: BucketStore
     policies: PolicyHolder
     registry: CollectorRegistry
+    telemetry: TelemetryBatcher
+
+
+def open_telemetry(settings: Settings, registry: CollectorRegistry) -> TelemetryBatcher:
+    """The telemetry store ``telemetry_url`` names, and a started queue in front of it."""
+    from openclaw.telemetry.stores import open_event_store
+
+    store = open_event_store(settings.telemetry_url, settings=settings)
+    try:
+        return TelemetryBatcher.from_settings(store, settings, registry).start()
+    except BaseException:
+        store.close()
+        raise
+
+
+def close_telemetry(batcher: TelemetryBatcher, store: EventStore, *, timeout_s: float) -> None:
+    """Write every queued event, then close the store (even when the writes failed: the
+    queue's error, which names how many events were lost, is what the log must show)."""
+    try:
+        batcher.close(timeout_s=timeout_s)
+    except TelemetryStoreError:
+        log.exception("telemetry: shutdown flush failed")
+    finally:
+        store.close()
 
 
 def build(
     settings: Settings, *, on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()
 ) -> Built:
-    """The app on the store and policy ``settings`` name, with a registry of its own.
+    """The app on the stores and policy ``settings`` name, with a registry of its own.
 
-    ``on_shutdown`` runs at shutdown before the store closes."""
-    store = create_store(settings)
+    ``on_shutdown`` runs at shutdown before the telemetry queue is written out and the
+    stores close."""
     policies = PolicyHolder.from_file(settings.policy_path)
     registry = CollectorRegistry()
-    app = create_app(settings, store, policies, registry, on_shutdown=[*on_shutdown, store.aclose])
-    return Built(app, store, policies, registry)
+    telemetry = open_telemetry(settings, registry)
+    try:
+        store = create_store(settings)
+    except BaseException:
+        close_telemetry(telemetry, telemetry.store, timeout_s=settings.shutdown_grace_s)
+        raise
+
+    async def close_queue() -> None:
+        await asyncio.to_thread(
+            close_telemetry, telemetry, telemetry.store, timeout_s=settings.shutdown_grace_s
+        )
+
+    app = create_app(
+        settings,
+        store,
+        policies,
+        registry,
+        on_shutdown=[*on_shutdown, close_queue, store.aclose],
+        telemetry=telemetry,
+    )
+    return Built(app, store, policies, registry, telemetry)
 
 
 def uvicorn_config(app: Starlette, settings: Settings, *, host: str, port: int) -> uvicorn.Config:

@@ -78,10 +78,18 @@ class Event:
         return self.ts_us / 1e6
 
 
-def derived_event_id(source: str, line: int) -> str:
-    """A stable id for line ``line`` of ``source``: importing a file twice stores it once."""
-    digest = hashlib.blake2b(f"{source}\0{line}".encode(), digest_size=12).hexdigest()
-    return f"L{digest}"
+def event_id_prefix(source: str | bytes) -> str:
+    """The shared start of the derived ids of one source: hash it once, not once per line."""
+    data = source.encode() if isinstance(source, str) else source
+    return f"L{hashlib.blake2b(data, digest_size=12).hexdigest()}:"
+
+
+def derived_event_id(source: str | bytes, line: int) -> str:
+    """A stable id for line ``line`` of ``source``: importing a file twice stores it once.
+
+    Bulk sources build the same ids as ``event_id_prefix(source) + str(line)``.
+    """
+    return f"{event_id_prefix(source)}{line}"
 
 
 def random_event_id() -> str:
