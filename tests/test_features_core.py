@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -34,8 +33,7 @@ from openclaw.features.core import (
 )
 from openclaw.limiter.core import BucketParams, BucketState, refill_and_take
 from openclaw.telemetry.events import EventBatch
-
-NASA = Path("/work/shared/data/traces/nasa_19950801.tsv")
+from openclaw.testing.traces import NASA
 
 # Arrival times in whole microseconds within a 300 s window; small ranges make ties likely.
 times_us = st.lists(

@@ -27,8 +27,8 @@ from openclaw.telemetry.base import EventStore
 from openclaw.telemetry.events import EventBatch
 from openclaw.telemetry.stores import open_event_store
 from openclaw.testing.clickhouse import ClickHouseServer
+from openclaw.testing.traces import NASA
 
-NASA = Path("/work/shared/data/traces/nasa_19950801.tsv")
 W = 300 * US
 #: A window-aligned start: 2024-01-01 00:00 UTC.
 T0 = 1_704_067_200 * US
@@ -285,3 +285,83 @@ def test_nasa_trace_through_a_store(event_store: EventStore) -> None:
     assert frame.column("n_requests").sum() == 33_996
     assert float(frame.r_star.max()) * 60 <= 29
     assert frame.column("frac_latency_unknown").min() == 1.0
+
+
+def test_the_service_computes_the_stores_rows_online(tmp_path: Path) -> None:
+    """Events POSTed to the running service reach the online features (through the telemetry
+    queue's observer) and the store; the rows computed online are the store's rows. A write
+    that fails and is retried does not show the observer its events twice."""
+    import asyncio
+
+    import httpx
+    import orjson
+    from prometheus_client import CollectorRegistry
+
+    from openclaw.limiter.memory import MemoryStore
+    from openclaw.policy.static import PolicyHolder
+    from openclaw.service.app import create_app
+    from openclaw.service.server import BackgroundServer, close_telemetry
+    from openclaw.telemetry.batcher import TelemetryBatcher
+
+    events = make_events(6, 3_000, windows=3)
+    # The HTTP schema requires a response time; access logs are the only source without.
+    rt = np.where(np.isnan(events.response_time_ms), 7.0, events.response_time_ms)
+    settings = Settings(telemetry_batch_size=1_000_000, telemetry_flush_interval_s=3600)
+    store = open_event_store(f"duckdb://{tmp_path / 'events.duckdb'}", settings=settings)
+    failures = {"left": 1}
+    real_insert = store.insert
+
+    def insert_failing_once(batch: EventBatch) -> int:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OSError("disk full (once)")
+        return real_insert(batch)
+
+    store.insert = insert_failing_once  # type: ignore[method-assign]
+    online = OnlineFeatures(settings)
+    registry = CollectorRegistry()
+    batcher = TelemetryBatcher.from_settings(store, settings, registry, observers=[online])
+
+    async def close_queue() -> None:
+        await asyncio.to_thread(close_telemetry, batcher, store, timeout_s=10)
+
+    app = create_app(
+        settings,
+        MemoryStore(),
+        PolicyHolder.from_file(None),
+        registry,
+        on_shutdown=[close_queue],
+        telemetry=batcher,
+    )
+    lines = [
+        orjson.dumps(
+            {
+                "event_id": events.event_id[i],
+                "client_id": events.client_id[i],
+                "timestamp": int(events.ts_us[i]) / US,
+                "status_code": int(events.status_code[i]),
+                "response_time_ms": float(rt[i]),
+            }
+        )
+        for i in np.random.default_rng(1).permutation(len(events))
+    ]
+    with (
+        BackgroundServer(app, settings) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        for start in range(0, len(lines), 700):
+            body = b"\n".join(lines[start : start + 700])
+            reply = client.post("/api/v1/telemetry", content=body)
+            assert reply.status_code == 202, reply.text
+            answer = reply.json()
+            assert answer["accepted"] == len(lines[start : start + 700]), answer
+            if start == 1400:
+                with pytest.raises(Exception, match="disk full"):
+                    batcher.flush()  # observed, then the write fails and is put back
+        assert batcher.flush() == len(events)
+        assert store.count() == len(events)
+        online_rows = FeatureFrame.concat(online.close_until(int(events.ts_us.max()) + W))
+        offline_rows = extract_features(store, settings=settings)
+    assert online.stats().late_events == 0
+    assert len(online_rows) == len(offline_rows) > 0
+    assert_same_rows(offline_rows, online_rows)

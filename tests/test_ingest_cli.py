@@ -20,8 +20,7 @@ from openclaw.telemetry.ingest import ingest_file, redact
 from openclaw.telemetry.parsers import Format
 from openclaw.telemetry.stores import open_event_store
 from openclaw.testing.clickhouse import ClickHouseServer
-
-TRACES = Path("/work/shared/data/traces")
+from openclaw.testing.traces import TRACES
 
 #: (file, format, lines, accepted, rejected): the README's row counts; the Apache sample's
 #: line 8899 ends inside its user agent (a cut line), which only the combined format notices.

@@ -36,8 +36,8 @@ from openclaw.telemetry.synthetic import (
     traffic_stats,
     write_labels_csv,
 )
+from openclaw.testing.traces import NASA
 
-NASA = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces" / "nasa_19950801.tsv"
 BIN = Path(sys.executable).parent
 US = 1_000_000
 HOUR_US = 3600 * US

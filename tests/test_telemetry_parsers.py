@@ -30,8 +30,8 @@ from openclaw.telemetry.parsers import (
     parse_bytes,
     parse_file,
 )
+from openclaw.testing.traces import TRACES
 
-TRACES = Path("/work/shared/data/traces")
 NASA_HEADER = "host\tlogname\ttime\tmethod\turl\tresponse\tbytes\treferer\tuseragent"
 #: 1995-08-01T04:00:01Z, the first line of nasa_19950801.tsv (00:00:01 EDT).
 FIRST_NASA_US = 807_249_601_000_000

@@ -29,12 +29,13 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from openclaw.errors import TelemetryStoreError
+from openclaw.features.online import OnlineFeatures
 from openclaw.limiter import BucketStore, create_store
 from openclaw.policy.static import PolicyHolder
 from openclaw.service.app import create_app
 from openclaw.settings import Settings
 from openclaw.telemetry.base import EventStore
-from openclaw.telemetry.batcher import TelemetryBatcher
+from openclaw.telemetry.batcher import EventObserver, TelemetryBatcher
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +69,21 @@ class Built:
     policies: PolicyHolder
     registry: CollectorRegistry
     telemetry: TelemetryBatcher
+    #: Per-client rolling features of every accepted event, the model's online input.
+    online: OnlineFeatures
 
 
-def open_telemetry(settings: Settings, registry: CollectorRegistry) -> TelemetryBatcher:
+def open_telemetry(
+    settings: Settings, registry: CollectorRegistry, *, observers: Sequence[EventObserver] = ()
+) -> TelemetryBatcher:
     """The telemetry store ``telemetry_url`` names, and a started queue in front of it."""
     from openclaw.telemetry.stores import open_event_store
 
     store = open_event_store(settings.telemetry_url, settings=settings)
     try:
-        return TelemetryBatcher.from_settings(store, settings, registry).start()
+        return TelemetryBatcher.from_settings(
+            store, settings, registry, observers=observers
+        ).start()
     except BaseException:
         store.close()
         raise
@@ -102,7 +109,8 @@ def build(
     stores close."""
     policies = PolicyHolder.from_file(settings.policy_path)
     registry = CollectorRegistry()
-    telemetry = open_telemetry(settings, registry)
+    online = OnlineFeatures(settings)
+    telemetry = open_telemetry(settings, registry, observers=[online])
     try:
         store = create_store(settings)
     except BaseException:
@@ -122,7 +130,7 @@ def build(
         on_shutdown=[*on_shutdown, close_queue, store.aclose],
         telemetry=telemetry,
     )
-    return Built(app, store, policies, registry, telemetry)
+    return Built(app, store, policies, registry, telemetry, online)
 
 
 def uvicorn_config(app: Starlette, settings: Settings, *, host: str, port: int) -> uvicorn.Config:

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -33,9 +33,18 @@ from openclaw.settings import Settings
 from openclaw.telemetry.base import EventStore
 from openclaw.telemetry.events import Event, EventBatch, Rejection
 
-__all__ = ["TelemetryBatcher", "TelemetryMetrics"]
+__all__ = ["EventObserver", "TelemetryBatcher", "TelemetryMetrics"]
 
 log = logging.getLogger(__name__)
+
+
+class EventObserver(Protocol):
+    """Sees every accepted event once, in the worker thread, before it is written (the
+    online features: ``openclaw.features.online.OnlineFeatures``). Called from one thread
+    only, so an observer needs no lock of its own."""
+
+    def observe(self, batch: EventBatch) -> int: ...
+
 
 NAMESPACE: Final = "openclaw"
 #: Flush durations, in seconds: a DuckDB insert of a few thousand rows takes milliseconds,
@@ -156,6 +165,7 @@ class TelemetryBatcher:
         flush_interval_s: float = 1.0,
         queue_max: int = 1_000_000,
         clock: Clock = monotonic,
+        observers: Iterable[EventObserver] = (),
     ) -> None:
         if batch_size <= 0 or queue_max <= 0 or not flush_interval_s > 0:
             raise ValueError("batch_size, queue_max and flush_interval_s must be positive")
@@ -179,6 +189,10 @@ class TelemetryBatcher:
         # One store call at a time; also makes a flush wait for a write in progress.
         self._store_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.observers = tuple(observers)
+        # Batches a failed write put back: their events were observed already, and an
+        # observer must see each event once however often its write is retried.
+        self._observed: set[int] = set()
         self.metrics = TelemetryMetrics.register(registry, depth=lambda: float(self.depth))
 
     @classmethod
@@ -189,6 +203,7 @@ class TelemetryBatcher:
         registry: CollectorRegistry,
         *,
         clock: Clock = monotonic,
+        observers: Iterable[EventObserver] = (),
     ) -> TelemetryBatcher:
         return cls(
             store,
@@ -197,6 +212,7 @@ class TelemetryBatcher:
             flush_interval_s=settings.telemetry_flush_interval_s,
             queue_max=settings.telemetry_queue_max,
             clock=clock,
+            observers=observers,
         )
 
     # -- what sources call -------------------------------------------------------------
@@ -294,6 +310,7 @@ class TelemetryBatcher:
             if count == 0:
                 return 0
             parts = [*batches, EventBatch.from_events(events)] if events else batches
+            self._observe(parts)
             batch = parts[0] if len(parts) == 1 else EventBatch.concat(parts)
             started = self._clock()
             try:
@@ -304,6 +321,7 @@ class TelemetryBatcher:
                     raise
                 raise TelemetryStoreError(f"telemetry store insert failed: {exc}") from exc
             elapsed = self._clock() - started
+            self._observed.discard(id(batch))
             with self._cond:
                 self._writing -= count
                 self._failures_in_row = 0
@@ -315,9 +333,25 @@ class TelemetryBatcher:
             self.metrics.duplicates.inc(count - new)
         return count
 
+    def _observe(self, parts: list[EventBatch]) -> None:
+        """Show the observers every part not seen before. Holds ``_store_lock``."""
+        if not self.observers:
+            return
+        for part in parts:
+            if id(part) in self._observed:
+                self._observed.discard(id(part))
+                continue
+            for observer in self.observers:
+                try:
+                    observer.observe(part)
+                except Exception:
+                    # Online features are advisory; a bug there must not stop the writes.
+                    log.exception("telemetry observer %r failed", observer)
+
     def _failed(self, batch: EventBatch, count: int, oldest: float | None, exc: Exception) -> None:
         """Put a batch whose write failed back at the head of the queue, and back off."""
         self.metrics.store_failures.inc()
+        self._observed.add(id(batch))
         with self._cond:
             self._batches.insert(0, batch)
             self._writing -= count
