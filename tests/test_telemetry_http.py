@@ -5,6 +5,7 @@ DuckDB files."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import subprocess
@@ -100,6 +101,8 @@ near_valid = st.fixed_dictionaries(
         "timestamp": st.one_of(
             st.floats(min_value=6.2e8, max_value=4.2e9),
             st.integers(600_000_000, 4_200_000_000),
+            # Finite, but infinite once in microseconds (schemathesis found this 500).
+            st.sampled_from([5e306, -1e16, 1.7e308, 631_151_999.9999996, 4_102_444_800.0000004]),
             values,
         ),
         "response_time_ms": st.one_of(st.floats(-1, 9e7), st.integers(-1, 90_000_000), values),
@@ -490,3 +493,17 @@ def test_serve_refuses_to_start_on_a_telemetry_store_it_cannot_open(tmp_path: Pa
     )
     assert result.returncode == 2
     assert "events.duckdb" in result.stderr
+
+
+@pytest.mark.parametrize("ts", [5e306, -1e16, 1.7e308, float("nan"), 631_151_999.0])
+def test_a_timestamp_out_of_range_is_rejected_not_a_500(ts: float) -> None:
+    """Finite seconds that are infinite in microseconds once overflowed (schemathesis)."""
+    raw = orjson.dumps(
+        {"client_id": "a", "timestamp": ts, "status_code": 200, "response_time_ms": 1},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    ).replace(b"null", b"NaN")
+    got = parse_ndjson(raw + b"\n" + line(1), max_client_id_length=256, id_prefix="p-")
+    assert len(got.batch) == 1
+    assert [(r.line, r.reason) for r in got.rejections] == [
+        (1, "bad_json" if math.isnan(ts) else "bad_timestamp")
+    ]

@@ -37,7 +37,9 @@ from openclaw.telemetry.events import (
     MAX_METHOD_LENGTH,
     MAX_RESPONSE_TIME_MS,
     MAX_ROUTE_LENGTH,
+    MAX_TS_S,
     MAX_TS_US,
+    MIN_TS_S,
     MIN_TS_US,
     UNKNOWN_BYTES,
     EventBatch,
@@ -97,7 +99,6 @@ def parse_ndjson(body: bytes, *, max_client_id_length: int, id_prefix: str) -> P
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
     fields = _FIELDS
-    isfinite = math.isfinite
     max_id = MAX_EVENT_ID_LENGTH
     for number, line in enumerate(body.split(b"\n"), 1):
         if not line or line.isspace():
@@ -128,7 +129,7 @@ def parse_ndjson(body: bytes, *, max_client_id_length: int, id_prefix: str) -> P
             and type(client) is str
             and 0 < len(client) <= max_client_id_length
             and (type(ts) is float or type(ts) is int)
-            and isfinite(ts)
+            and MIN_TS_S <= ts <= MAX_TS_S
             and type(status) is int
             and 100 <= status <= 599
             and (type(rt) is float or type(rt) is int)
@@ -139,6 +140,7 @@ def parse_ndjson(body: bytes, *, max_client_id_length: int, id_prefix: str) -> P
             and (size is None or (type(size) is int and 0 <= size <= _MAX_BYTES))
         ):
             ts_us = round(ts * 1_000_000)  # what parse_timestamp does with a number
+            # The bounds in seconds (which also keep NaN and 1e306 out) are a second wider.
             if MIN_TS_US <= ts_us <= MAX_TS_US:
                 ids.append(event_id if event_id is not None else f"{id_prefix}{number}")
                 clients.append(client)

@@ -46,6 +46,9 @@ FIELDS: Final = (
 #: Timestamps before 1990 or after 2100 are typos (milliseconds for seconds, say), not events.
 MIN_TS_US: Final = 631_152_000_000_000
 MAX_TS_US: Final = 4_102_444_800_000_000
+#: The same bounds in seconds, one second wider, to check a number before scaling it.
+MIN_TS_S: Final = MIN_TS_US // 1_000_000 - 1
+MAX_TS_S: Final = MAX_TS_US // 1_000_000 + 1
 MAX_RESPONSE_TIME_MS: Final = 86_400_000.0
 MAX_EVENT_ID_LENGTH: Final = 128
 MAX_ROUTE_LENGTH: Final = 2048
@@ -107,6 +110,9 @@ def parse_timestamp(value: object) -> int:
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise EventRejected("bad_timestamp", "timestamp must be finite")
+        # Checked in seconds first: 1e306 seconds would overflow to an infinite microsecond.
+        if not MIN_TS_S <= value <= MAX_TS_S:
+            raise EventRejected("bad_timestamp", "timestamp is outside 1990..2100")
         ts_us = round(value * 1_000_000)
     elif isinstance(value, str):
         text = value.strip()
