@@ -37,7 +37,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from openclaw.bench.limiter import command_line, machine, redis_target
+from openclaw.bench.limiter import (
+    command_line,
+    machine,
+    print_line,
+    redis_target,
+    report_console,
+    rotation,
+    verdict,
+    write_json,
+)
 from openclaw.errors import ConfigError
 from openclaw.testing.redis import free_port
 
@@ -70,8 +79,20 @@ POLICY: Final = """\
 limits = [{ capacity = 1e9, refill_rate = 1e9 }]
 """
 
-#: wrk: one GET per call, the client id cycled over KEYS; the summary as one JSON line.
-WRK_GET: Final = """\
+#: wrk's ``done``: the summary as one JSON line, which ``wrk_summary`` reads.
+WRK_DONE: Final = """\
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'OPENCLAW {"requests":%d,"us":%d,"errors":%d,"non2xx":%d,"p50":%d,"p99":%d}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+#: wrk: one GET per call, the client id cycled over KEYS.
+WRK_GET: Final = (
+    """\
 local prefix = os.getenv("OPENCLAW_BENCH_PATH")
 local keys = tonumber(os.getenv("OPENCLAW_BENCH_KEYS"))
 local n = 0
@@ -82,17 +103,13 @@ function request()
   end
   return wrk.format("GET", prefix)
 end
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'OPENCLAW {"requests":%d,"us":%d,"errors":%d,"non2xx":%d,"p50":%d,"p99":%d}\\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50), latency:percentile(99)))
-end
 """
+    + WRK_DONE
+)
 
 #: wrk: batch bodies built once per thread, posted in turn.
-WRK_BATCH: Final = """\
+WRK_BATCH: Final = (
+    """\
 local size = tonumber(os.getenv("OPENCLAW_BENCH_BATCH"))
 local count = tonumber(os.getenv("OPENCLAW_BENCH_BODIES"))
 local bodies = {}
@@ -111,7 +128,9 @@ function request()
   return wrk.format("POST", "/api/v1/rate/batch", {["Content-Type"] = "application/json"},
                     bodies[(n % #bodies) + 1])
 end
-""" + WRK_GET[WRK_GET.index("function done") :]
+"""
+    + WRK_DONE
+)
 
 #: Node, built-in modules only: open-loop requests on a fixed schedule, each timed from the
 #: moment it was due (not sent), so a stalled server cannot hide behind a slower send rate.
@@ -219,6 +238,13 @@ class Rounds:
         ]
 
 
+def find_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise ConfigError("wrk is not on PATH (Debian: apt-get install wrk)")
+    return wrk
+
+
 @dataclass(frozen=True, slots=True)
 class Tools:
     wrk: str
@@ -226,9 +252,7 @@ class Tools:
 
     @staticmethod
     def find() -> Tools:
-        wrk, node = shutil.which("wrk"), shutil.which("node")
-        if wrk is None:
-            raise ConfigError("wrk is not on PATH (Debian: apt-get install wrk)")
+        wrk, node = find_wrk(), shutil.which("node")
         if node is None:
             raise ConfigError("node is not on PATH (Debian: apt-get install nodejs; >= 18)")
         return Tools(wrk, node)
@@ -246,23 +270,17 @@ class Tools:
 
 
 @contextmanager
-def serving(store_url: str, workdir: Path) -> Iterator[str]:
-    """``openclaw serve`` on a free loopback port, in a process of its own, until the block
-    ends (SIGTERM: it shuts down gracefully)."""
-    policy = workdir / "policy.toml"
-    policy.write_text(POLICY)
-    port = free_port()
-    env = {
-        **os.environ,
-        "OPENCLAW_STORE_URL": store_url,
-        # A telemetry file of its own: a DuckDB file has one writing process at a time.
-        "OPENCLAW_TELEMETRY_URL": f"duckdb://{workdir / f'telemetry-{port}.duckdb'}",
-    }
+def serve_process(
+    workdir: Path, port: int, *, env: dict[str, str], args: Sequence[str] = (), stop_s: float = 20
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``openclaw serve`` on 127.0.0.1:``port`` in a process of its own (``env`` added to
+    ours), ready once ``/readyz`` answers; SIGTERM when the block ends (it shuts down
+    gracefully), killed if it takes longer than ``stop_s``."""
     log = (workdir / f"serve-{port}.log").open("wb")
-    serve = ["serve", "--host", "127.0.0.1", "--port", str(port), "--policy", str(policy)]
+    serve = ["serve", "--host", "127.0.0.1", "--port", str(port), *args]
     proc = subprocess.Popen(  # noqa: S603 - our argv, not a shell line
         [sys.executable, "-c", "from openclaw.cli import app; app()", *serve],
-        env=env,
+        env={**os.environ, **env},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -281,16 +299,32 @@ def serving(store_url: str, workdir: Path) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"openclaw serve did not get ready in 30 s: {log.name}")
             time.sleep(0.1)
-        check_allows(base)
-        yield base
+        yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(20)
+            proc.wait(stop_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
         log.close()
+
+
+@contextmanager
+def serving(store_url: str, workdir: Path) -> Iterator[str]:
+    """The server under test, with the bench policy, checked to allow before it is used."""
+    policy = workdir / "policy.toml"
+    policy.write_text(POLICY)
+    port = free_port()
+    env = {
+        "OPENCLAW_STORE_URL": store_url,
+        # A telemetry file of its own: a DuckDB file has one writing process at a time.
+        "OPENCLAW_TELEMETRY_URL": f"duckdb://{workdir / f'telemetry-{port}.duckdb'}",
+    }
+    with serve_process(workdir, port, env=env, args=["--policy", str(policy)]):
+        base = f"http://127.0.0.1:{port}"
+        check_allows(base)
+        yield base
 
 
 def check_allows(base: str) -> None:
@@ -315,18 +349,21 @@ def check_allows(base: str) -> None:
 # -- the load generators -------------------------------------------------------------------
 
 
-def _summary(out: str, what: str) -> dict[str, Any]:
+def wrk_summary(out: str, what: str, err: str = "") -> dict[str, Any]:
+    """The ``OPENCLAW {json}`` line a load generator printed (WRK_DONE, FIXED_RATE_JS)."""
     for line in out.splitlines():
         if line.startswith("OPENCLAW "):
             parsed: dict[str, Any] = json.loads(line.removeprefix("OPENCLAW "))
             return parsed
-    raise RuntimeError(f"{what} printed no summary:\n{out[-2000:]}")
+    raise RuntimeError(f"{what} printed no summary:\n{out[-2000:]}{err[-2000:]}")
 
 
-def wrk(
-    tools: Tools, script: Path, base: str, *, seconds: float, connections: int, env: dict[str, str]
+def run_wrk(
+    wrk_path: str, script: Path, base: str, *, seconds: float, connections: int, env: dict[str, str]
 ) -> dict[str, Any]:
-    args = [tools.wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+    """One wrk run (one thread, ``seconds`` rounded to whole seconds, at least one) of a
+    script ending in WRK_DONE; its summary, unchecked."""
+    args = [wrk_path, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
     done = subprocess.run(  # noqa: S603 - our argv, not a shell line
         [*args, "-s", str(script), base],
         capture_output=True,
@@ -335,7 +372,13 @@ def wrk(
         timeout=seconds + 60,
         check=False,
     )
-    summary = _summary(done.stdout, "wrk")
+    return wrk_summary(done.stdout, "wrk", done.stderr)
+
+
+def wrk(
+    tools: Tools, script: Path, base: str, *, seconds: float, connections: int, env: dict[str, str]
+) -> dict[str, Any]:
+    summary = run_wrk(tools.wrk, script, base, seconds=seconds, connections=connections, env=env)
     if summary["errors"] or summary["non2xx"]:
         raise RuntimeError(f"wrk saw {summary['errors']} errors, {summary['non2xx']} non-2xx")
     return summary
@@ -361,7 +404,7 @@ def fixed_rate(
         timeout=options.fixed_seconds + 60,
         check=False,
     )
-    s = _summary(done.stdout, "the fixed-rate generator")
+    s = wrk_summary(done.stdout, "the fixed-rate generator")
     if s["errors"] or s["non2xx"] or s["completed"] != s["sent"]:
         raise RuntimeError(
             f"fixed rate on {path}: {s['completed']} of {s['sent']} answered, "
@@ -458,33 +501,23 @@ def measure_store(
                 ),
             ),
         ]
-        n = len(contenders)
-        for r in range(options.rounds):
-            for i in range(n):
-                name, step = contenders[(r + i) % n]
-                progress(f"{label}: round {r + 1}/{options.rounds}: {name}")
-                step()
+        for r, i in rotation(len(contenders), options.rounds):
+            name, step = contenders[i]
+            progress(f"{label}: round {r + 1}/{options.rounds}: {name}")
+            step()
     return StoreReport(label, throughput, fixed, batch)
 
 
 # -- report ---------------------------------------------------------------------------------
 
 
-def _verdict(ok: bool, text: str) -> Text:
-    return Text(f"{text}: {'PASS' if ok else 'FAIL'}", style="bold green" if ok else "bold red")
-
-
-def _line(console: Console, text: str, style: str = "") -> None:
-    console.print(text, style=style, highlight=False, markup=False, soft_wrap=True)
-
-
 def _header(console: Console, command: str, tools: str, workload: str, rounds: str) -> None:
     console.print()
-    _line(console, f"$ {command}", "bold")
-    _line(console, f"machine: {machine().describe()}")
-    _line(console, f"tools: {tools}; server: openclaw serve (uvicorn, one process), loopback")
-    _line(console, f"workload: {workload}")
-    _line(console, f"rounds: {rounds}")
+    print_line(console, f"$ {command}", "bold")
+    print_line(console, f"machine: {machine().describe()}")
+    print_line(console, f"tools: {tools}; server: openclaw serve (uvicorn, one process), loopback")
+    print_line(console, f"workload: {workload}")
+    print_line(console, f"rounds: {rounds}")
 
 
 def _ms(x: float) -> str:
@@ -520,7 +553,7 @@ def render(
         cell: Text | str = ""
         if name == RATE:
             cell = Text(f"{statistics.median(ratio):.2f}x\n({min(ratio):.2f} - {max(ratio):.2f})\n")
-            cell.append_text(_verdict(ok, f"target >= {THROUGHPUT_TARGET:g}x"))
+            cell.append_text(verdict(ok, f"target >= {THROUGHPUT_TARGET:g}x"))
         grid.add_row(
             name,
             f"{statistics.median(rates):,.0f}",
@@ -530,7 +563,7 @@ def render(
             cell,
         )
     console.print(grid)
-    _line(
+    print_line(
         console,
         "  note: p50/p99 are wrk's at saturation: queueing, not the latency at a given load "
         "(that is the fixed-rate table)",
@@ -539,7 +572,7 @@ def render(
     console.print(
         Text.assemble(
             f"  {RATE} / {CEILING} = {statistics.median(ratio):.2f}x ",
-            _verdict(ok, f"target >= {THROUGHPUT_TARGET:g}x"),
+            verdict(ok, f"target >= {THROUGHPUT_TARGET:g}x"),
         )
     )
     # fixed rate
@@ -566,7 +599,7 @@ def render(
         cell = Text(_spread(p99s, _ms))
         if name == RATE:
             cell.append("\n")
-            cell.append_text(_verdict(fixed_ok, f"target < {P99_TARGET_MS:g} ms"))
+            cell.append_text(verdict(fixed_ok, f"target < {P99_TARGET_MS:g} ms"))
         grid.add_row(
             name,
             f"{f.median(name, 'rate'):,.0f}",
@@ -581,7 +614,7 @@ def render(
     console.print(
         Text.assemble(
             f"  {RATE} p99 at {options.rate:,.0f}/s = {p99:.2f} ms ",
-            _verdict(fixed_ok, f"target < {P99_TARGET_MS:g} ms"),
+            verdict(fixed_ok, f"target < {P99_TARGET_MS:g} ms"),
         )
     )
     # batch
@@ -604,7 +637,7 @@ def render(
         x / y if y > 0 else 0.0 for x, y in zip(decisions, t.values(RATE, "rate"), strict=True)
     ]
     cell = Text(f"{statistics.median(decisions):,.0f}\n")
-    cell.append_text(_verdict(batch_ok, f"target >= {BATCH_TARGET:,.0f}"))
+    cell.append_text(verdict(batch_ok, f"target >= {BATCH_TARGET:,.0f}"))
     grid.add_row(
         BATCHED,
         cell,
@@ -617,7 +650,7 @@ def render(
     console.print(
         Text.assemble(
             f"  {BATCHED}: {statistics.median(decisions):,.0f} decisions/s ",
-            _verdict(batch_ok, f"target >= {BATCH_TARGET:,.0f}"),
+            verdict(batch_ok, f"target >= {BATCH_TARGET:,.0f}"),
         )
     )
 
@@ -656,8 +689,7 @@ def to_json(reports: Sequence[StoreReport], options: Options, command: str) -> d
 def run(options: Options, *, command: str, console: Console | None = None) -> list[StoreReport]:
     """Every store the options ask for; each store's tables print as soon as it is done.
     Missed targets print FAIL; they do not raise."""
-    if console is None:
-        console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = report_console(console)
     tools = Tools.find()
     versions = tools.versions()
     reports: list[StoreReport] = []
@@ -676,9 +708,5 @@ def run(options: Options, *, command: str, console: Console | None = None) -> li
             status.stop()
             render(console, report, options, command, versions)
             status.start()
-    if options.json_path is not None:
-        options.json_path.write_text(
-            json.dumps(to_json(reports, options, command), indent=2) + "\n"
-        )
-        console.print(f"results written to {options.json_path}", highlight=False)
+    write_json(options.json_path, to_json(reports, options, command), console)
     return reports

@@ -24,12 +24,10 @@ that spreads over both cores does not look faster per core than it is.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -44,7 +42,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from openclaw.bench.limiter import command_line, machine
+from openclaw.bench.limiter import (
+    command_line,
+    machine,
+    print_line,
+    report_console,
+    rotation,
+    verdict,
+    write_json,
+)
 from openclaw.errors import ConfigError
 from openclaw.settings import Settings
 from openclaw.telemetry.ingest import ingest_file
@@ -517,37 +523,27 @@ def run_rounds(
     contenders: Sequence[Contender], rounds: int, progress: Callable[[str], None]
 ) -> tuple[Measured, ...]:
     runs: dict[str, list[Run]] = {c.name: [] for c in contenders}
-    n = len(contenders)
-    for r in range(rounds):
-        for i in range(n):
-            contender = contenders[(r + i) % n]
-            progress(f"round {r + 1}/{rounds}: {contender.name}")
-            runs[contender.name].append(contender.run(r))
+    for r, i in rotation(len(contenders), rounds):
+        contender = contenders[i]
+        progress(f"round {r + 1}/{rounds}: {contender.name}")
+        runs[contender.name].append(contender.run(r))
     return tuple(Measured(c, tuple(runs[c.name])) for c in contenders)
 
 
 # -- report -------------------------------------------------------------------------------------
 
 
-def _line(console: Console, text: str, style: str = "") -> None:
-    console.print(text, style=style, highlight=False, markup=False, soft_wrap=True)
-
-
 def _verdict(m: Measured) -> Text | None:
     target = m.contender.target
     if target is None:
         return None
-    ok = m.median("rate") >= target
-    return Text(
-        f"target >= {target:,.0f}/s: {'PASS' if ok else 'FAIL'}",
-        style="bold green" if ok else "bold red",
-    )
+    return verdict(m.median("rate") >= target, f"target >= {target:,.0f}/s")
 
 
 def render(console: Console, part: Part, *, header: Sequence[str]) -> None:
     console.print()
     for text in header:
-        _line(console, text)
+        print_line(console, text)
     grid = Table(title=part.title, title_justify="left", show_lines=True)
     grid.add_column("contender", min_width=30, max_width=58)
     grid.add_column("events/s\n(median)", justify="right", no_wrap=True)
@@ -577,9 +573,9 @@ def render(console: Console, part: Part, *, header: Sequence[str]) -> None:
         grid.add_row(*cells)
     console.print(grid)
     if peer is not None:
-        _line(console, f"  peer: {peer.contender.name}, measured in the same rounds", "dim")
+        print_line(console, f"  peer: {peer.contender.name}, measured in the same rounds", "dim")
     for note in part.notes:
-        _line(console, f"  note: {note}", "dim")
+        print_line(console, f"  note: {note}", "dim")
     for m in part.measured:
         verdict = _verdict(m)
         if verdict is not None:
@@ -622,8 +618,7 @@ def run(options: Options, *, command: str, console: Console | None = None) -> li
     are printed as FAIL, they do not raise."""
     import duckdb
 
-    if console is None:
-        console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = report_console(console)
     status_console = Console(stderr=True)
     settings = Settings()
     info = machine()
@@ -682,13 +677,11 @@ def run(options: Options, *, command: str, console: Console | None = None) -> li
             parts.append(ch)
             status.stop()
             render(console, ch, header=[])
-    if options.json_path is not None:
-        payload = {
-            "command": command,
-            "lines": options.lines,
-            "rounds": options.rounds,
-            "parts": [to_json(p) for p in parts],
-        }
-        options.json_path.write_text(json.dumps(payload, indent=2) + "\n")
-        console.print(f"results written to {options.json_path}", highlight=False)
+    payload = {
+        "command": command,
+        "lines": options.lines,
+        "rounds": options.rounds,
+        "parts": [to_json(p) for p in parts],
+    }
+    write_json(options.json_path, payload, console)
     return parts

@@ -280,6 +280,14 @@ def timed(step: Step, duration: float) -> Sample:
             return Sample(decisions, now - start)
 
 
+def rotation(count: int, rounds: int) -> Iterator[tuple[int, int]]:
+    """``(round, index)`` for ``rounds`` rounds over ``count`` contenders, the first one
+    rotating from round to round so none always runs right after the same other."""
+    for r in range(rounds):
+        for i in range(count):
+            yield r, (r + i) % count
+
+
 def run_rounds(
     contenders: Sequence[Contender],
     rounds: int,
@@ -292,12 +300,10 @@ def run_rounds(
     for contender in contenders:
         progress(f"warming up {contender.name}")
         contender.warm_up()
-    n = len(contenders)
-    for r in range(rounds):
-        for i in range(n):
-            contender = contenders[(r + i) % n]
-            progress(f"round {r + 1}/{rounds}: {contender.name}")
-            rates[contender.name].append(contender.run(duration).rate)
+    for r, i in rotation(len(contenders), rounds):
+        contender = contenders[i]
+        progress(f"round {r + 1}/{rounds}: {contender.name}")
+        rates[contender.name].append(contender.run(duration).rate)
     return tuple(Result(c.name, c.how, tuple(rates[c.name])) for c in contenders)
 
 
@@ -873,28 +879,44 @@ def _rate(x: float) -> str:
     return f"{x:,.0f}"
 
 
+def verdict(ok: bool, text: str) -> Text:
+    """``text: PASS`` in green or ``text: FAIL`` in red."""
+    return Text(f"{text}: {'PASS' if ok else 'FAIL'}", style="bold green" if ok else "bold red")
+
+
 def _verdict(ratio: Ratio) -> Text:
     if ratio.target is None:
         return Text("")
-    ok = bool(ratio.passed)
-    return Text(
-        f"target >= {ratio.target:g}x: {'PASS' if ok else 'FAIL'}",
-        style="bold green" if ok else "bold red",
-    )
+    return verdict(bool(ratio.passed), f"target >= {ratio.target:g}x")
 
 
-def _line(console: Console, text: str, style: str = "") -> None:
+def print_line(console: Console, text: str, style: str = "") -> None:
     # Commands and versions are literal text: no rich markup, no number highlighting.
     console.print(text, style=style, highlight=False, markup=False, soft_wrap=True)
 
 
+def report_console(console: Console | None) -> Console:
+    """The console given, or stdout's: piped output would otherwise wrap tables at 80 columns."""
+    if console is not None:
+        return console
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def write_json(path: Path | None, payload: Any, console: Console) -> None:
+    """The results as indented JSON at ``path`` (if given), and a line saying so."""
+    if path is None:
+        return
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    console.print(f"results written to {path}", highlight=False)
+
+
 def render(console: Console, report: Report, table: TableReport) -> None:
     console.print()
-    _line(console, f"$ {report.command}", "bold")
-    _line(console, f"machine: {report.machine.describe()}")
-    _line(console, f"libraries: {report.machine.libraries()}")
-    _line(console, f"workload: {table.workload}")
-    _line(
+    print_line(console, f"$ {report.command}", "bold")
+    print_line(console, f"machine: {report.machine.describe()}")
+    print_line(console, f"libraries: {report.machine.libraries()}")
+    print_line(console, f"workload: {table.workload}")
+    print_line(
         console,
         f"rounds: {report.rounds}, each running every contender for {report.duration_s:g} s",
     )
@@ -925,7 +947,7 @@ def render(console: Console, report: Report, table: TableReport) -> None:
         grid.add_row(*cells)
     console.print(grid)
     for note in table.notes:
-        _line(console, f"  note: {note}", "dim")
+        print_line(console, f"  note: {note}", "dim")
     for ratio in table.ratios:
         if ratio.target is not None:
             console.print(
@@ -939,9 +961,7 @@ def render(console: Console, report: Report, table: TableReport) -> None:
 def run(options: Options, *, command: str, console: Console | None = None) -> Report:
     """Run every part the options ask for, print each table as it completes, and return the
     report. Targets that fail are printed as FAIL; they do not raise."""
-    if console is None:
-        # Piped output would otherwise wrap the table at 80 columns.
-        console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = report_console(console)
     status_console = Console(stderr=True)
     report = Report(
         command=command,
@@ -972,7 +992,5 @@ def run(options: Options, *, command: str, console: Console | None = None) -> Re
             status.stop()
             render(console, report, table)
     report = replace(report, tables=tuple(tables))
-    if options.json_path is not None:
-        options.json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-        console.print(f"results written to {options.json_path}", highlight=False)
+    write_json(options.json_path, report.to_json(), console)
     return report

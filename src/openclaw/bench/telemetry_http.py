@@ -20,13 +20,7 @@ must hold exactly the events the server counted as accepted, or the run fails.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -41,8 +35,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from openclaw.bench.limiter import command_line, machine
-from openclaw.errors import ConfigError
+from openclaw.bench.http import WRK_DONE, find_wrk, run_wrk, serve_process
+from openclaw.bench.ingest import cpu_seconds
+from openclaw.bench.limiter import (
+    command_line,
+    machine,
+    print_line,
+    report_console,
+    rotation,
+    verdict,
+    write_json,
+)
 from openclaw.testing.redis import free_port
 
 __all__ = ["Options", "command_line", "run"]
@@ -57,7 +60,8 @@ INSERT_BATCH: Final = 10_000
 T0: Final = 1_750_000_000.0
 
 #: wrk: each request a body of EVENTS lines with ids unique across runs and requests.
-WRK_NDJSON: Final = """\
+WRK_NDJSON: Final = (
+    """\
 local size = tonumber(os.getenv("OPENCLAW_BENCH_EVENTS"))
 local path = os.getenv("OPENCLAW_BENCH_PATH")
 local run = os.getenv("OPENCLAW_BENCH_RUN")
@@ -85,14 +89,9 @@ function request()
   return wrk.format("POST", path, {["Content-Type"] = "application/x-ndjson"},
                     table.concat(parts, "\\n"))
 end
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'OPENCLAW {"requests":%d,"us":%d,"errors":%d,"non2xx":%d,"p50":%d,"p99":%d}\\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50), latency:percentile(99)))
-end
 """
+    + WRK_DONE
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +131,6 @@ class Results:
         return statistics.median(self.values(name, attr))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 # -- the server ------------------------------------------------------------------------------
 
 
@@ -156,46 +148,11 @@ def serving(workdir: Path) -> Iterator[Server]:
     port = free_port()
     events_file = workdir / "telemetry.duckdb"
     env = {
-        **os.environ,
         "OPENCLAW_STORE_URL": "memory://",
         "OPENCLAW_TELEMETRY_URL": f"duckdb://{events_file}",
     }
-    log = (workdir / f"serve-{port}.log").open("wb")
-    proc = subprocess.Popen(  # noqa: S603 - our argv, not a shell line
-        [
-            sys.executable,
-            "-c",
-            "from openclaw.cli import app; app()",
-            *("serve", "--host", "127.0.0.1", "--port", str(port)),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"openclaw serve exited with {proc.returncode}: {log.name}")
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as answer:  # noqa: S310
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"openclaw serve did not get ready in 30 s: {log.name}")
-            time.sleep(0.1)
-        yield Server(base, proc.pid, events_file)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with serve_process(workdir, port, env=env, stop_s=60) as proc:
+        yield Server(f"http://127.0.0.1:{port}", proc.pid, events_file)
 
 
 def accepted_events(base: str) -> int:
@@ -220,13 +177,6 @@ def stored_events(events_file: Path) -> tuple[int, int]:
 # -- the load --------------------------------------------------------------------------------
 
 
-def find_wrk() -> str:
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise ConfigError("wrk is not on PATH (Debian: apt-get install wrk)")
-    return wrk
-
-
 def wrk_ndjson(
     wrk: str,
     script: Path,
@@ -238,30 +188,16 @@ def wrk_ndjson(
     expect_status: int,
 ) -> Run:
     env = {
-        **os.environ,
         "OPENCLAW_BENCH_EVENTS": str(options.events),
         "OPENCLAW_BENCH_PATH": path,
         "OPENCLAW_BENCH_RUN": run_id,
         "OPENCLAW_BENCH_T0": f"{T0:.6f}",
     }
-    seconds = max(1, round(options.seconds))
-    args = [wrk, "-t1", f"-c{options.connections}", f"-d{seconds}s", "-s", str(script)]
     cpu_before = cpu_seconds(server.pid)
-    done = subprocess.run(  # noqa: S603 - our argv, not a shell line
-        [*args, server.base],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=seconds + 60,
-        check=False,
+    summary = run_wrk(
+        wrk, script, server.base, seconds=options.seconds, connections=options.connections, env=env
     )
     cpu = cpu_seconds(server.pid) - cpu_before
-    summary: dict[str, Any] | None = None
-    for line in done.stdout.splitlines():
-        if line.startswith("OPENCLAW "):
-            summary = json.loads(line.removeprefix("OPENCLAW "))
-    if summary is None:
-        raise RuntimeError(f"wrk printed no summary:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     bad = summary["non2xx"] if expect_status < 300 else summary["requests"] - summary["non2xx"]
     if summary["errors"] or bad:
         raise RuntimeError(
@@ -404,11 +340,10 @@ def measure(options: Options, workdir: Path, progress: Callable[[str], None]) ->
             (PARSE, lambda r: parse_run(options)),
             (INSERT, lambda r: insert_run(workdir, r, options)),
         ]
-        for r in range(options.rounds):
-            for i in range(len(steps)):
-                name, step = steps[(r + i) % len(steps)]
-                progress(f"round {r + 1}/{options.rounds}: {name}")
-                results.add(name, step(r))
+        for r, i in rotation(len(steps), options.rounds):
+            name, step = steps[i]
+            progress(f"round {r + 1}/{options.rounds}: {name}")
+            results.add(name, step(r))
         # Let the queue drain before reading the count, so the shutdown has little to write.
         time.sleep(1.5)
         results.accepted = accepted_events(server.base)
@@ -422,32 +357,24 @@ def measure(options: Options, workdir: Path, progress: Callable[[str], None]) ->
     return results
 
 
-def _verdict(ok: bool, text: str) -> Text:
-    return Text(f"{text}: {'PASS' if ok else 'FAIL'}", style="bold green" if ok else "bold red")
-
-
-def _line(console: Console, text: str, style: str = "") -> None:
-    console.print(text, style=style, highlight=False, markup=False, soft_wrap=True)
-
-
 def render(console: Console, results: Results, options: Options, command: str) -> None:
     import duckdb
 
     m = machine()
     console.print()
-    _line(console, f"$ {command}", "bold")
-    _line(
+    print_line(console, f"$ {command}", "bold")
+    print_line(
         console,
         f"machine: nproc={m.nproc}, Python {m.python}, {m.platform}; duckdb {duckdb.__version__}",
     )
-    _line(
+    print_line(
         console,
         f"workload: wrk -t1 -c{options.connections} for {max(1, round(options.seconds))} s "
         f"per run, bodies of {options.events:,} NDJSON events (unique ids), server: openclaw "
         "serve (uvicorn, one process; telemetry_batch_size 10,000, flush interval 1 s) on a "
         "fresh DuckDB file; wrk and the server share the machine's cores",
     )
-    _line(console, f"rounds: {options.rounds}, each running every contender once")
+    print_line(console, f"rounds: {options.rounds}, each running every contender once")
     grid = Table(title="Telemetry ingest over HTTP", title_justify="left")
     for col in (
         "contender",
@@ -469,7 +396,7 @@ def render(console: Console, results: Results, options: Options, command: str) -
         cell: Text | str = f"{statistics.median(rates):,.0f}"
         if name == INGEST:
             cell = Text(f"{statistics.median(rates):,.0f}\n")
-            cell.append_text(_verdict(ok, f"target >= {TARGET:,.0f}"))
+            cell.append_text(verdict(ok, f"target >= {TARGET:,.0f}"))
         p50 = results.runs[name][0].p50_ms
         grid.add_row(
             name,
@@ -488,10 +415,10 @@ def render(console: Console, results: Results, options: Options, command: str) -
         Text.assemble(
             f"  {INGEST}: {statistics.median(ingest):,.0f} events/s "
             f"({results.median(INGEST, 'per_core'):,.0f} per core of server CPU) ",
-            _verdict(ok, f"target >= {TARGET:,.0f}"),
+            verdict(ok, f"target >= {TARGET:,.0f}"),
         )
     )
-    _line(
+    print_line(
         console,
         f"  verified after SIGTERM: the server accepted {results.accepted:,} events over the "
         f"whole run and its DuckDB file holds {results.stored:,}, each id once",
@@ -529,16 +456,11 @@ def to_json(results: Results, options: Options, command: str) -> dict[str, Any]:
 
 def run(options: Options, *, command: str, console: Console | None = None) -> Results:
     """Measure and print; a missed target prints FAIL, it does not raise."""
-    if console is None:
-        console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = report_console(console)
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="openclaw-tel-")))
         status = stack.enter_context(Console(stderr=True).status("starting"))
         results = measure(options, workdir, status.update)
     render(console, results, options, command)
-    if options.json_path is not None:
-        options.json_path.write_text(
-            json.dumps(to_json(results, options, command), indent=2) + "\n"
-        )
-        console.print(f"results written to {options.json_path}", highlight=False)
+    write_json(options.json_path, to_json(results, options, command), console)
     return results

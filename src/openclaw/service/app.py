@@ -35,7 +35,7 @@ from openclaw.policy.base import Policy
 from openclaw.service import headers as rl_headers
 from openclaw.service.metrics import Metrics
 from openclaw.service.openapi import openapi_spec
-from openclaw.service.telemetry import TelemetryEndpoint
+from openclaw.service.telemetry import TelemetryEndpoint, read_body
 from openclaw.settings import Settings
 from openclaw.telemetry.batcher import TelemetryBatcher
 
@@ -282,21 +282,7 @@ class Service:
     async def read_json(self, request: Request) -> object | None:
         """The JSON body, None when there is none; 413 past ``max_body_bytes`` without
         reading the rest."""
-        limit = self.settings.max_body_bytes
-        too_large = RequestError(
-            f"the body is larger than {limit} bytes", status=413, code="body_too_large"
-        )
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                raise RequestError("Content-Length is not a number")
-            if int(length) > limit:
-                raise too_large
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise too_large
+        body = await read_body(request, self.settings.max_body_bytes)
         if not body.strip():
             return None
         # orjson: about half json.loads's time on a batch, and it refuses what JSON has not

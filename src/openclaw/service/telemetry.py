@@ -44,6 +44,7 @@ from openclaw.telemetry.events import (
     UNKNOWN_BYTES,
     EventBatch,
     Rejection,
+    object_array,
     validate_event,
 )
 
@@ -187,21 +188,15 @@ def _validated(
 def _batch(columns: tuple[list[Any], ...]) -> EventBatch:
     ids, clients, stamps, statuses, times, routes, methods, sizes = columns
     return EventBatch(
-        event_id=_objects(ids),
-        client_id=_objects(clients),
+        event_id=object_array(ids),
+        client_id=object_array(clients),
         ts_us=np.array(stamps, dtype=np.int64),
         status_code=np.array(statuses, dtype=np.int16),
         response_time_ms=np.array(times, dtype=np.float64),
-        route=_objects(routes),
-        method=_objects(methods),
+        route=object_array(routes),
+        method=object_array(methods),
         bytes=np.array(sizes, dtype=np.int64),
     )
-
-
-def _objects(values: Sequence[object]) -> np.ndarray[Any, np.dtype[np.object_]]:
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
 
 
 def error_list(rejections: Sequence[Rejection]) -> list[dict[str, object]]:
@@ -217,13 +212,11 @@ def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = No
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body; 413 past ``limit`` bytes, from Content-Length before reading any of
-    it, or as soon as the bytes read pass it."""
+async def read_body(request: Request, limit: int, *, advice: str = "") -> bytes:
+    """The whole body; 413 past ``limit`` bytes (its reason ends with ``advice``), from
+    Content-Length before reading any of it, or as soon as the bytes read pass it."""
     too_large = RequestError(
-        f"the body is larger than {limit} bytes: split it into several requests",
-        status=413,
-        code="body_too_large",
+        f"the body is larger than {limit} bytes{advice}", status=413, code="body_too_large"
     )
     length = request.headers.get("content-length")
     if length is not None:
@@ -275,7 +268,9 @@ class TelemetryEndpoint:
                     status=415,
                     code="unsupported_media_type",
                 )
-        body = await read_body(request, self.max_body_bytes)
+        body = await read_body(
+            request, self.max_body_bytes, advice=": split it into several requests"
+        )
         if len(body) > THREAD_PARSE_BYTES:
             parsed = await run_in_threadpool(self.parse, body)
         else:

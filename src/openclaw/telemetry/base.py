@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final, Literal, Protocol, Self, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -12,6 +13,9 @@ from openclaw.telemetry.events import EventBatch
 
 Dialect = Literal["duckdb", "clickhouse"]
 Columns = dict[str, npt.NDArray[Any]]
+
+_MIN_INT64: Final = -(2**63)
+_MAX_INT64: Final = 2**63 - 1
 
 
 @runtime_checkable
@@ -70,6 +74,55 @@ class EventStore(Protocol):
         """True when the store answers (for ``/readyz``)."""
 
     def close(self) -> None: ...
+
+
+class ClosedOnExit:
+    """``with store:`` closes the store at the end of the block."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def time_bounds(since_us: int | None, until_us: int | None) -> dict[str, int]:
+    """Both ends of a half-open time range as the ``since`` and ``until`` query parameters,
+    open ends as the widest Int64 bounds."""
+    return {
+        "since": _MIN_INT64 if since_us is None else int(since_us),
+        "until": _MAX_INT64 if until_us is None else int(until_us),
+    }
+
+
+def retention_cutoff_us(now_us: int, retention_days: float) -> int:
+    """Events before this time (epoch microseconds) are past retention."""
+    return int(now_us) - round(retention_days * 86_400 * 1e6)
+
+
+def scanned_batch(
+    columns: Mapping[str, Any], objects: Callable[[Any], npt.NDArray[np.object_]]
+) -> EventBatch:
+    """A scan's columns, unknowns already NaN and ``UNKNOWN_BYTES``, as an EventBatch;
+    ``objects`` turns a driver's string column into an object array."""
+    return EventBatch(
+        event_id=objects(columns["event_id"]),
+        client_id=objects(columns["client_id"]),
+        ts_us=np.asarray(columns["ts_us"], dtype=np.int64),
+        status_code=np.asarray(columns["status_code"], dtype=np.int16),
+        response_time_ms=np.asarray(columns["response_time_ms"], dtype=np.float64),
+        route=objects(columns["route"]),
+        method=objects(columns["method"]),
+        bytes=np.asarray(columns["bytes"], dtype=np.int64),
+    )
 
 
 def column(columns: Columns, name: str) -> npt.NDArray[Any]:

@@ -25,8 +25,7 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -34,7 +33,14 @@ import numpy.typing as npt
 
 from openclaw.errors import ConfigError, TelemetryStoreError
 from openclaw.settings import Settings
-from openclaw.telemetry.base import Columns, Dialect
+from openclaw.telemetry.base import (
+    ClosedOnExit,
+    Columns,
+    Dialect,
+    retention_cutoff_us,
+    scanned_batch,
+    time_bounds,
+)
 from openclaw.telemetry.events import UNKNOWN_BYTES, EventBatch
 
 if TYPE_CHECKING:
@@ -90,8 +96,6 @@ route, method,
 ifNull(bytes, {UNKNOWN_BYTES}) AS bytes
 """
 
-_MIN_INT64: Final = -(2**63)
-_MAX_INT64: Final = 2**63 - 1
 _IN_RANGE: Final = "ts_us >= %(since)s AND ts_us < %(until)s"
 _COUNT: Final = f"SELECT count() FROM events WHERE {_IN_RANGE}"  # noqa: S608 (constants)
 _SCAN: Final = (
@@ -204,7 +208,7 @@ def _first_occurrences(ids: npt.NDArray[np.object_]) -> npt.NDArray[np.intp] | N
     return np.fromiter(seen.values(), dtype=np.intp, count=len(seen))
 
 
-class ClickHouseEventStore:
+class ClickHouseEventStore(ClosedOnExit):
     """Events in a ClickHouse table. See the module docstring on idempotence and retention."""
 
     dialect: Dialect = "clickhouse"
@@ -219,17 +223,6 @@ class ClickHouseEventStore:
 
     def __repr__(self) -> str:
         return f"ClickHouseEventStore({str(self.url)!r})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _new_client(self, database: str) -> Client:
         try:
@@ -320,7 +313,7 @@ class ClickHouseEventStore:
         return len(batch)
 
     def count(self, *, since_us: int | None = None, until_us: int | None = None) -> int:
-        rows = self._execute("count", _COUNT, _bounds(since_us, until_us))
+        rows = self._execute("count", _COUNT, time_bounds(since_us, until_us))
         return int(rows[0][0])
 
     def time_range(self) -> tuple[int, int] | None:
@@ -329,19 +322,11 @@ class ClickHouseEventStore:
         return None if n == 0 else (int(lo), int(hi))
 
     def scan(self, *, since_us: int | None = None, until_us: int | None = None) -> EventBatch:
-        data = self._execute("scan", _SCAN, _bounds(since_us, until_us), columnar=True)
+        data = self._execute("scan", _SCAN, time_bounds(since_us, until_us), columnar=True)
         if not data:
             return EventBatch.empty()
-        ids, clients, ts, status, rt, route, method, size = data
-        return EventBatch(
-            event_id=_to_numpy(ids, "String"),
-            client_id=_to_numpy(clients, "String"),
-            ts_us=np.array(ts, dtype=np.int64),
-            status_code=np.array(status, dtype=np.int16),
-            response_time_ms=np.array(rt, dtype=np.float64),
-            route=_to_numpy(route, "String"),
-            method=_to_numpy(method, "String"),
-            bytes=np.array(size, dtype=np.int64),
+        return scanned_batch(
+            dict(zip(_COLUMNS, data, strict=True)), lambda values: _to_numpy(values, "String")
         )
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> Columns:
@@ -357,7 +342,7 @@ class ClickHouseEventStore:
         }
 
     def apply_retention(self, *, now_us: int) -> int:
-        cutoff = int(now_us) - round(self._settings.telemetry_retention_days * 86_400 * 1e6)
+        cutoff = retention_cutoff_us(now_us, self._settings.telemetry_retention_days)
         # A day partition goes when the day after it starts no later than the cut-off.
         first_kept = (cutoff // _DAY_US) * _DAY_US
         old_days = self._execute(
@@ -385,11 +370,3 @@ class ClickHouseEventStore:
             if self._client is not None:
                 self._client.disconnect()
                 self._client = None
-
-
-def _bounds(since_us: int | None, until_us: int | None) -> dict[str, int]:
-    """Both ends of a half-open time range, open ends as the widest Int64 bounds."""
-    return {
-        "since": _MIN_INT64 if since_us is None else int(since_us),
-        "until": _MAX_INT64 if until_us is None else int(until_us),
-    }

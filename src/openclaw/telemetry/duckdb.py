@@ -23,8 +23,7 @@ import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import duckdb
 import numpy as np
@@ -32,7 +31,14 @@ import numpy.typing as npt
 
 from openclaw.errors import TelemetryStoreError
 from openclaw.settings import Settings
-from openclaw.telemetry.base import Columns, Dialect
+from openclaw.telemetry.base import (
+    ClosedOnExit,
+    Columns,
+    Dialect,
+    retention_cutoff_us,
+    scanned_batch,
+    time_bounds,
+)
 from openclaw.telemetry.events import UNKNOWN_BYTES, EventBatch
 
 SCHEMA: Final = """
@@ -75,8 +81,6 @@ route, method,
 coalesce(bytes, {UNKNOWN_BYTES}) AS bytes
 """
 
-_MIN_INT64: Final = -(2**63)
-_MAX_INT64: Final = 2**63 - 1
 _IN_RANGE: Final = "ts_us >= $since AND ts_us < $until"
 _COUNT: Final = f"SELECT count(*) FROM events WHERE {_IN_RANGE}"  # noqa: S608 (constants)
 _SCAN: Final = (
@@ -93,14 +97,6 @@ def translate_params(sql: str) -> str:
     As in pyformat, ``%%`` is a literal percent sign.
     """
     return _PLACEHOLDER.sub(lambda m: "%" if m.group(0) == "%%" else f"${m.group(1)}", sql)
-
-
-def _bounds(since_us: int | None, until_us: int | None) -> dict[str, int]:
-    """Both ends of a half-open time range, open ends as the widest Int64 bounds."""
-    return {
-        "since": _MIN_INT64 if since_us is None else int(since_us),
-        "until": _MAX_INT64 if until_us is None else int(until_us),
-    }
 
 
 def plain_column(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -133,7 +129,7 @@ def _objects(values: npt.NDArray[Any]) -> npt.NDArray[np.object_]:
     return out if out.dtype == object else out.astype(object)
 
 
-class DuckDBEventStore:
+class DuckDBEventStore(ClosedOnExit):
     """Events in a DuckDB file (or ``:memory:``). See the module docstring on idempotence.
 
     Every result is fetched to its end (``fetchall``, ``fetchnumpy``): DuckDB refuses other
@@ -157,17 +153,6 @@ class DuckDBEventStore:
 
     def __repr__(self) -> str:
         return f"DuckDBEventStore({self.path!r})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
@@ -203,7 +188,7 @@ class DuckDBEventStore:
         return int(rows[0][0]) if rows else 0
 
     def count(self, *, since_us: int | None = None, until_us: int | None = None) -> int:
-        row = self._fetchone(_COUNT, _bounds(since_us, until_us), "count")
+        row = self._fetchone(_COUNT, time_bounds(since_us, until_us), "count")
         return int(row[0])
 
     def time_range(self) -> tuple[int, int] | None:
@@ -215,19 +200,12 @@ class DuckDBEventStore:
     def scan(self, *, since_us: int | None = None, until_us: int | None = None) -> EventBatch:
         with self._lock:
             try:
-                cols = self._connection().execute(_SCAN, _bounds(since_us, until_us)).fetchnumpy()
+                cols = (
+                    self._connection().execute(_SCAN, time_bounds(since_us, until_us)).fetchnumpy()
+                )
             except duckdb.Error as exc:
                 raise self._fail("scan", exc) from exc
-        return EventBatch(
-            event_id=_objects(cols["event_id"]),
-            client_id=_objects(cols["client_id"]),
-            ts_us=np.asarray(cols["ts_us"], dtype=np.int64),
-            status_code=np.asarray(cols["status_code"], dtype=np.int16),
-            response_time_ms=np.asarray(cols["response_time_ms"], dtype=np.float64),
-            route=_objects(cols["route"]),
-            method=_objects(cols["method"]),
-            bytes=np.asarray(cols["bytes"], dtype=np.int64),
-        )
+        return scanned_batch(cols, _objects)
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> Columns:
         text = translate_params(sql) if params else sql
@@ -240,7 +218,7 @@ class DuckDBEventStore:
         return {name: plain_column(values) for name, values in fetched.items()}
 
     def apply_retention(self, *, now_us: int) -> int:
-        cutoff = int(now_us) - round(self._settings.telemetry_retention_days * 86_400 * 1e6)
+        cutoff = retention_cutoff_us(now_us, self._settings.telemetry_retention_days)
         row = self._fetchone(
             "DELETE FROM events WHERE ts_us < $cutoff", {"cutoff": cutoff}, "retention"
         )

@@ -254,8 +254,8 @@ class EventBatch:
     @classmethod
     def from_events(cls, events: Sequence[Event]) -> EventBatch:
         return cls(
-            event_id=_objects(e.event_id for e in events),
-            client_id=_objects(e.client_id for e in events),
+            event_id=object_array(e.event_id for e in events),
+            client_id=object_array(e.client_id for e in events),
             ts_us=np.fromiter((e.ts_us for e in events), np.int64, len(events)),
             status_code=np.fromiter((e.status_code for e in events), np.int16, len(events)),
             response_time_ms=np.fromiter(
@@ -263,8 +263,8 @@ class EventBatch:
                 np.float64,
                 len(events),
             ),
-            route=_objects(e.route for e in events),
-            method=_objects(e.method for e in events),
+            route=object_array(e.route for e in events),
+            method=object_array(e.method for e in events),
             bytes=np.fromiter(
                 (UNKNOWN_BYTES if e.bytes is None else e.bytes for e in events),
                 np.int64,
@@ -304,8 +304,10 @@ class EventBatch:
             )
 
 
-def _objects(values: Iterable[object]) -> ObjArray:
-    items = list(values)
+def object_array(values: Iterable[object]) -> ObjArray:
+    """Values as a one-dimensional object array (``np.array`` would make strings fixed-width
+    and tuples a second dimension)."""
+    items = values if isinstance(values, list) else list(values)
     out = np.empty(len(items), dtype=object)
     out[:] = items
     return out

@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO, Any, Final, Literal, get_args
+from typing import IO, Final, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -67,6 +67,7 @@ from openclaw.telemetry.events import (
     Rejection,
     RejectReason,
     event_id_prefix,
+    object_array,
     validate_event,
 )
 
@@ -124,12 +125,6 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _objects(values: list[Any]) -> ObjArray:
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
 
 
 def _reject(exc_reason: str) -> RejectReason:
@@ -406,11 +401,11 @@ class _Columns:
         line, client, ts, status, route, method, size = zip(*rows, strict=True)
         return cls(
             np.array(line, dtype=np.int64),
-            _objects(list(client)),
+            object_array(list(client)),
             np.array(ts, dtype=np.int64),
             np.array(status, dtype=np.int64),
-            _objects(list(route)),
-            _objects(list(method)),
+            object_array(list(route)),
+            object_array(list(method)),
             np.array(size, dtype=np.int64),
         )
 
@@ -435,7 +430,7 @@ class _Columns:
     def batch(self, prefix: str) -> EventBatch:
         n = len(self.line)
         return EventBatch(
-            event_id=_objects([f"{prefix}{i}" for i in self.line.tolist()]),
+            event_id=object_array([f"{prefix}{i}" for i in self.line.tolist()]),
             client_id=self.client,
             ts_us=self.ts_us,
             status_code=self.status.astype(np.int16),
@@ -571,11 +566,11 @@ def _parse_access(
         ok &= routes_ok
     columns = _Columns(
         np.arange(careful.first_line, careful.first_line + n, dtype=np.int64),
-        _objects(host),
+        object_array(host),
         ts_us,
         codes,
-        _objects(routes),
-        _objects(method),
+        object_array(routes),
+        object_array(method),
         nbytes,
     )
     if ok.all():
@@ -766,7 +761,7 @@ def _tsv_columns(
         if routes_ok is not None:
             ok &= routes_ok
     columns = _Columns(
-        lines, _objects(host), ts_us, codes, _objects(routes), _objects(methods), nbytes
+        lines, object_array(host), ts_us, codes, object_array(routes), object_array(methods), nbytes
     )
     return columns, ok
 

@@ -51,7 +51,7 @@ import numpy.typing as npt
 
 from openclaw.errors import ConfigError, IngestError
 from openclaw.features.core import offsets_from_lengths, segmented_envelope, segmented_sliding_peak
-from openclaw.telemetry.events import EventBatch
+from openclaw.telemetry.events import EventBatch, object_array
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -318,14 +318,8 @@ class SyntheticTraffic:
         return self.batch(0, len(self))
 
 
-def _object_array(values: Sequence[str]) -> ObjArray:
-    out = np.empty(len(values), dtype=object)
-    out[:] = list(values)
-    return out
-
-
-_ROUTE_PATHS: Final = _object_array([r.path for r in ROUTES])
-_METHOD_NAMES: Final = _object_array(METHODS)
+_ROUTE_PATHS: Final = object_array([r.path for r in ROUTES])
+_METHOD_NAMES: Final = object_array(METHODS)
 
 
 # -- sampling helpers --------------------------------------------------------------------------
@@ -746,7 +740,7 @@ def generate(spec: SyntheticSpec, *, seed: int) -> tuple[SyntheticTraffic, tuple
     hasher.update(client.tobytes())
     digest = hasher.hexdigest()
     traffic = SyntheticTraffic(
-        client_names=_object_array(names),
+        client_names=object_array(names),
         client=client,
         ts_us=ts_us,
         status_code=status,
