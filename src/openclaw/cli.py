@@ -83,6 +83,10 @@ def bench_grpc(
     redis: Annotated[
         str, typer.Option(help="none, auto (a throwaway redis-server), or a redis:// URL.")
     ] = "auto",
+    generator: Annotated[
+        Literal["h2load", "python"],
+        typer.Option(help="Load generator: h2load (nghttp2-client, C) or python (gRPC futures)."),
+    ] = "h2load",
 ) -> None:
     """Envoy's ShouldRateLimit latency at a fixed rate, against a bare gRPC servicer."""
     from openclaw.bench.grpc import run as run_grpc
@@ -90,7 +94,12 @@ def bench_grpc(
 
     try:
         run_grpc(
-            rate=rate, seconds=seconds, rounds=rounds, redis=redis, command=command_line(sys.argv)
+            rate=rate,
+            seconds=seconds,
+            rounds=rounds,
+            redis=redis,
+            command=command_line(sys.argv),
+            generator=generator,
         )
     except OpenClawError as exc:
         typer.echo(f"openclaw bench grpc: {exc}", err=True)

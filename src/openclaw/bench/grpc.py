@@ -5,6 +5,13 @@ do, as Envoy sends them, so a slow server shows up as latency instead of hiding 
 slower send rate. The server runs in a process of its own; the peer measured in the same run
 is the same gRPC server with a servicer that answers OK without deciding anything, so the
 ratio isolates what a decision costs. Every request is recorded, none dropped.
+
+Two load generators. ``h2load`` (nghttp2's HTTP/2 load tool, C; the gRPC sibling of wrk)
+sends the framed request bodies itself and logs every request's latency; on two shared
+cores it leaves the server a core, as Envoy in front of a real deployment would. ``python``
+(gRPC's C core driven from Python) needs nothing installed but competes with the server for
+the cores: at 2,000/s it costs about as much as the server does, and its own scheduling delay
+shows up as latency.
 """
 
 from __future__ import annotations
@@ -69,6 +76,19 @@ def _serve(kind: str, store_url: str, conn: Connection) -> None:
     asyncio.run(main())
 
 
+def _check_answers(port: int) -> None:
+    """One call through a real gRPC client, which reads the status trailers h2load ignores."""
+    import grpc
+    from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+
+    request = rls_pb2.RateLimitRequest(domain="bench")
+    request.descriptors.add().entries.add(key="client_id", value="check")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        answer = rls_pb2_grpc.RateLimitServiceStub(channel).ShouldRateLimit(request, timeout=5)
+    if answer.overall_code != rls_pb2.RateLimitResponse.OK:
+        raise RuntimeError(f"the server answered {answer.overall_code} to a first request")
+
+
 def _load(port: int, *, rate: float, seconds: float, clients: int) -> tuple[list[float], int, int]:
     """Send on schedule with the blocking stub's futures: gRPC's C core does the I/O, so
     Python spends tens of microseconds per request and the generator is not the bottleneck."""
@@ -116,8 +136,80 @@ def _load(port: int, *, rate: float, seconds: float, clients: int) -> tuple[list
     return latencies, counts["errors"], counts["over"]
 
 
+def framed_request(client: str) -> bytes:
+    """One ShouldRateLimit request as gRPC puts it on the wire: a 5-byte prefix (not
+    compressed, big-endian length) and the serialized RateLimitRequest."""
+    from envoy.service.ratelimit.v3 import rls_pb2
+
+    request = rls_pb2.RateLimitRequest(domain="bench")
+    request.descriptors.add().entries.add(key="client_id", value=client)
+    payload: bytes = request.SerializeToString()
+    return b"\x00" + len(payload).to_bytes(4, "big") + payload
+
+
+#: h2load sends one body per process, so each process is one client key.
+H2LOAD_KEYS: Final = 8
+
+
+def _load_h2load(port: int, *, rate: float, seconds: float) -> tuple[list[float], int, int]:
+    """Send with ``H2LOAD_KEYS`` h2load processes, one connection and one key each, at
+    ``rate / H2LOAD_KEYS`` requests per second each, up to 100 in flight per connection (so a
+    slow answer delays no later send). Latencies come from h2load's per-request log."""
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    h2load = shutil.which("h2load")
+    if h2load is None:
+        raise RuntimeError(
+            "h2load not found: apt-get install nghttp2-client, or --generator python"
+        )
+    per = rate / H2LOAD_KEYS
+    count = max(1, int(per * seconds))
+    url = f"http://127.0.0.1:{port}/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+    latencies: list[float] = []
+    errors = 0
+    with tempfile.TemporaryDirectory(prefix="openclaw-h2load-") as tmp:
+        work = Path(tmp)
+        procs = []
+        for k in range(H2LOAD_KEYS):
+            body = work / f"request-{k}.bin"
+            body.write_bytes(framed_request(f"client-{k}"))
+            log = work / f"log-{k}.tsv"
+            cmd = [
+                h2load, "-n", str(count), "-c", "1", "-m", "100", "--rps", f"{per:g}",
+                "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
+                "--log-file", str(log), url,
+            ]  # fmt: skip
+            # The command is ours: h2load's path, numbers and files of our temporary directory.
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)  # noqa: S603
+            procs.append((proc, log))
+        for proc, log in procs:
+            out, _ = proc.communicate(timeout=seconds * 3 + 30)
+            if proc.returncode != 0:
+                raise RuntimeError(f"h2load failed ({proc.returncode}): {out[-500:]}")
+            for row in log.read_text().splitlines():
+                _, status, micros = row.split("\t")[:3]
+                if status == "200":
+                    latencies.append(int(micros) / 1e6)
+                else:
+                    errors += 1
+            errors += max(0, count - sum(1 for _ in log.read_text().splitlines()))
+    # h2load checks HTTP status only; gRPC's own status is in trailers it does not read. The
+    # caller checks the server answered OK once with a real client before the load.
+    return latencies, errors, -1
+
+
 def measure(
-    contender: str, kind: str, store_url: str, *, rate: float, seconds: float, clients: int
+    contender: str,
+    kind: str,
+    store_url: str,
+    *,
+    rate: float,
+    seconds: float,
+    clients: int,
+    generator: str = "h2load",
 ) -> LatencyResult:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -127,8 +219,12 @@ def measure(
         if not parent.poll(60):
             raise RuntimeError("the gRPC server did not start within 60 s")
         port = parent.recv()
+        _check_answers(port)
         started = time.perf_counter()
-        latencies, errors, over = _load(port, rate=rate, seconds=seconds, clients=clients)
+        if generator == "h2load":
+            latencies, errors, over = _load_h2load(port, rate=rate, seconds=seconds)
+        else:
+            latencies, errors, over = _load(port, rate=rate, seconds=seconds, clients=clients)
         elapsed = time.perf_counter() - started
     finally:
         parent.send("stop")
@@ -152,7 +248,14 @@ TARGET_P99_MS: Final = 5.0
 
 
 def run(
-    *, rate: float, seconds: float, rounds: int, redis: str, command: str, console: Any = None
+    *,
+    rate: float,
+    seconds: float,
+    rounds: int,
+    redis: str,
+    command: str,
+    generator: str = "h2load",
+    console: Any = None,
 ) -> dict[str, list[LatencyResult]]:
     """Every round measures every contender in turn; the report is the median over rounds."""
     from contextlib import ExitStack
@@ -171,13 +274,20 @@ def run(
             contenders.append(("openclaw, Redis store", "openclaw", target.url))
         for _ in range(rounds):
             for name, kind, url in contenders:
-                result = measure(name, kind, url, rate=rate, seconds=seconds, clients=1000)
+                result = measure(
+                    name, kind, url, rate=rate, seconds=seconds, clients=1000, generator=generator
+                )
                 results.setdefault(name, []).append(result)
 
     console.print(f"\n$ {command}")
     console.print(f"machine: {machine().describe()}")
+    who = (
+        f"h2load, {H2LOAD_KEYS} processes of one connection and one client key each"
+        if generator == "h2load"
+        else "Python (gRPC futures), 1000 client keys"
+    )
     console.print(
-        f"load: open loop, {rate:,.0f} ShouldRateLimit/s for {seconds} s, 1000 clients, "
+        f"load: open loop, {rate:,.0f} ShouldRateLimit/s for {seconds} s from {who}; "
         f"{rounds} rounds; server and load generator in separate processes"
     )
     table = Table(title="gRPC ShouldRateLimit latency (median over rounds)")
