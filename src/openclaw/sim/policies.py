@@ -1,0 +1,475 @@
+"""Where each client's bucket comes from in a replay: the policies compared, behind one protocol.
+
+At every window boundary the replay asks the policy for an :class:`Allocation` (a bucket per
+listed client, a default for the rest) given the :class:`History`: the training part's labels
+and the labels of every *finished* window as the limiter saw it (every attempt, retries and
+abuse included, as the service's telemetry would record them). Nothing of the window about to
+start is in it; only the hindsight oracle reads the future, by construction.
+
+Policies (``make_policy`` names):
+
+``none``         unlimited.
+``static``       one ``(r, b)`` for everyone, by grid search on the training part: for each
+                 rate ``r`` of a log grid, the smallest ``b`` such that the (client, window)
+                 segments with ``b*(r) > b`` hold at most ``static_budget`` of the training
+                 requests (an upper bound on the requests that bucket throttles: a segment with
+                 ``b*(r) <= b`` loses none); of those, the one with the smallest admission bound
+                 per window ``b + r W`` (the most one client can get through in a window).
+``percentile``   per client, the ``percentile`` quantile of its own windows' ``r*`` and ``b*``
+                 (all its active windows so far) times ``percentile_margin``.
+``persistence``  per client active in the last finished window, that window's ``(r*, b*)``
+                 times ``persistence_margin`` (the model's key ablation: the same information).
+``oracle``       the hindsight oracle: each legitimate client's exact label ``(r*, b*)`` of its
+                 legitimate requests in the window about to start, read from the future; every
+                 other client gets nothing. It throttles no legitimate request (buckets start
+                 full at each window, see ``replay``).
+``X+gov``        policy X under the AIMD governor (:class:`GovernorConfig`).
+``model``        :class:`ModelPolicy`: any object with ``predict(FeatureFrame) -> (capacity,
+                 refill_rate)`` (the trained model plugs in here), fed the features of the last
+                 finished window computed by ``openclaw.features.core``, the service's path.
+
+Unseen clients (``percentile``, ``persistence``, ``model``) get a default: the
+``default_quantile`` of the ``r*`` and ``b*`` of clients' *first* windows in the training
+part (what a new client needs), times the policy's margin. Every finite bucket is floored at
+``min_capacity`` tokens and one request per label horizon.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from openclaw.features.core import FeatureFrame, label_capacity, segmented_envelope
+from openclaw.sim.history import History
+from openclaw.sim.labels import Segments
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+US: Final = 1_000_000
+GOVERNED_SUFFIX: Final = "+gov"
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """The buckets of one window: ``(capacity[i], refill_rate[i])`` for ``client[i]``, and
+    ``default`` for every other client (None: unlimited)."""
+
+    client: I64
+    capacity: F64
+    refill_rate: F64
+    default: tuple[float, float] | None
+
+    @classmethod
+    def unlimited(cls) -> Allocation:
+        empty = np.empty(0)
+        return cls(np.empty(0, np.int64), empty, empty, None)
+
+    @classmethod
+    def uniform(cls, capacity: float, refill_rate: float) -> Allocation:
+        empty = np.empty(0)
+        return cls(np.empty(0, np.int64), empty, empty, (capacity, refill_rate))
+
+    def dense(self, n_clients: int) -> tuple[F64, F64]:
+        """Capacity and refill rate of every client index; ``inf`` capacity is unlimited."""
+        cap_d, rate_d = self.default if self.default is not None else (math.inf, math.inf)
+        cap = np.full(n_clients, cap_d, dtype=np.float64)
+        rate = np.full(n_clients, rate_d, dtype=np.float64)
+        cap[self.client] = self.capacity
+        rate[self.client] = self.refill_rate
+        return cap, rate
+
+
+@runtime_checkable
+class Policy(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def begin(self, history: History) -> None:
+        """Learn from the training part (``history.windows`` holds only its windows) and
+        forget any earlier run."""
+        ...
+
+    def params_for(self, window: int, history: History) -> Allocation:
+        """The buckets of window ``window`` (called for each window in order)."""
+        ...
+
+
+class BucketModel(Protocol):
+    """What the model hook takes: one ``(capacity, refill_rate)`` per feature row."""
+
+    def predict(self, features: FeatureFrame) -> tuple[F64, F64]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GovernorConfig:
+    """AIMD on backend health, checked every ``interval_s`` on the requests completed in it.
+
+    Unhealthy (p99 above the SLO or error rate above the bound): the multiplier of clients
+    running above their envelope (more requests in this window than their bucket admits at
+    its own rate, ``b + r t``) is multiplied by ``decrease``; after ``hot_grace`` unhealthy
+    intervals in a row, everyone's is too. Healthy: both recover by ``increase`` per
+    interval, up to 1. A multiplier scales capacity and rate alike, never below ``floor`` (nor
+    a capacity below one request).
+    """
+
+    interval_s: float = 1.0
+    decrease: float = 0.5
+    increase: float = 0.02
+    floor: float = 0.05
+    hot_grace: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    static_budget: float = 0.01
+    static_rate_grid: tuple[float, float, int] = (1 / 600, 50.0, 96)
+    percentile: float = 0.95
+    percentile_margin: float = 2.0
+    persistence_margin: float = 2.0
+    default_quantile: float = 0.99
+    min_capacity: float = 1.0
+    governor: GovernorConfig = field(default_factory=GovernorConfig)
+
+
+def p99_breaks(done: int, slow: int) -> bool:
+    """True when the nearest-rank p99 of ``done`` latencies, ``slow`` of them above the SLO,
+    is above it: fewer than ``ceil(0.99 done)`` are within it."""
+    return done > 0 and done - slow < (99 * done + 99) // 100
+
+
+class GovernorState:
+    """The AIMD state machine, pure: fed one interval's completions at a time."""
+
+    __slots__ = ("bad_in_row", "config", "m_all", "m_hot", "slo_error_rate")
+
+    def __init__(self, config: GovernorConfig, *, slo_error_rate: float) -> None:
+        self.config = config
+        self.slo_error_rate = slo_error_rate
+        self.m_all = 1.0
+        self.m_hot = 1.0
+        self.bad_in_row = 0
+
+    @property
+    def hot(self) -> float:
+        """The multiplier of clients above their envelope."""
+        return min(self.m_hot, self.m_all)
+
+    def observe(self, done: int, slow: int, errors: int) -> bool:
+        """One interval's health; True when a multiplier changed."""
+        c = self.config
+        before = (self.m_all, self.m_hot)
+        unhealthy = p99_breaks(done, slow) or errors > self.slo_error_rate * done
+        if unhealthy:
+            self.bad_in_row += 1
+            self.m_hot = max(self.m_hot * c.decrease, c.floor)
+            if self.bad_in_row > c.hot_grace:
+                self.m_all = max(self.m_all * c.decrease, c.floor)
+        else:
+            self.bad_in_row = 0
+            self.m_all = min(self.m_all + c.increase, 1.0)
+            self.m_hot = min(self.m_hot + c.increase, 1.0)
+        return (self.m_all, self.m_hot) != before
+
+
+def _floored(cap: F64, rate: F64, config: PolicyConfig, horizon_us: int) -> tuple[F64, F64]:
+    return (
+        np.maximum(cap, config.min_capacity),
+        np.maximum(rate, 1.0 / (horizon_us / US)),
+    )
+
+
+def new_client_default(
+    history: History, *, quantile: float, margin: float, config: PolicyConfig
+) -> tuple[float, float]:
+    """What a client with no history gets: the quantile of training first windows' labels."""
+    train = history.train
+    if not len(train):
+        return (config.min_capacity, 1.0 / (history.horizon_us / US))
+    # Segments are sorted by (window, client): a client's first row is its first window.
+    _, first = np.unique(train.client, return_index=True)
+    r = float(np.quantile(train.r_star[first], quantile)) * margin
+    b = float(np.quantile(train.b_star[first], quantile)) * margin
+    cap, rate = _floored(np.array([b]), np.array([r]), config, history.horizon_us)
+    return float(cap[0]), float(rate[0])
+
+
+class NoLimit:
+    name = "none"
+
+    def begin(self, history: History) -> None:
+        pass
+
+    def params_for(self, window: int, history: History) -> Allocation:
+        return Allocation.unlimited()
+
+
+@dataclass(frozen=True, slots=True)
+class StaticFit:
+    capacity: float
+    refill_rate: float
+    #: Share of training requests in segments this bucket would throttle (<= the budget).
+    throttled_bound: float
+
+
+def fit_static(train: Segments, *, budget: float, rates: F64, window_s: float) -> StaticFit:
+    """The grid search of ``static`` (the module docstring gives the objective)."""
+    if not len(train):
+        raise ValueError("static: the training part is empty")
+    n = train.n.astype(np.float64)
+    total = float(n.sum())
+    env = segmented_envelope(train.rel_s, train.offsets, rates)  # (segments, rates)
+    best: StaticFit | None = None
+    best_bound = math.inf
+    for k, r in enumerate(rates.tolist()):
+        e = env[:, k]
+        order = np.argsort(-e, kind="stable")
+        spent = np.cumsum(n[order])
+        # The segments we may afford to throttle: the largest needs, while within budget.
+        skip = int(np.searchsorted(spent, budget * total, side="right"))
+        b = float(label_capacity(e[order[skip]])) if skip < e.size else 1.0
+        b = max(b, 1.0)
+        bound = b + r * window_s
+        if bound < best_bound:
+            thrown = float(n[e > b].sum()) / total
+            best, best_bound = StaticFit(b, float(r), thrown), bound
+    assert best is not None
+    return best
+
+
+class StaticBest:
+    name = "static"
+
+    def __init__(self, config: PolicyConfig) -> None:
+        self.config = config
+        self.fit: StaticFit | None = None
+
+    def begin(self, history: History) -> None:
+        lo, hi, m = self.config.static_rate_grid
+        self.fit = fit_static(
+            history.train,
+            budget=self.config.static_budget,
+            rates=np.geomspace(lo, hi, m),
+            window_s=history.window_us / US,
+        )
+
+    def params_for(self, window: int, history: History) -> Allocation:
+        if self.fit is None:
+            raise RuntimeError("static: begin() was not called")
+        return Allocation.uniform(self.fit.capacity, self.fit.refill_rate)
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """``np.quantile``'s default (linear) on a sorted list, without NumPy's per-call cost
+    (the percentile policy takes thousands of small quantiles per window)."""
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    if lo + 1 >= len(ordered):
+        return ordered[-1]
+    return ordered[lo] + (ordered[lo + 1] - ordered[lo]) * (pos - lo)
+
+
+class Percentile:
+    name = "percentile"
+
+    def __init__(self, config: PolicyConfig) -> None:
+        self.config = config
+        self._seen = 0
+        self._r: dict[int, list[float]] = {}
+        self._b: dict[int, list[float]] = {}
+        self._cap = np.empty(0)
+        self._rate = np.empty(0)
+        self._known = np.empty(0, np.bool_)
+        self._default: tuple[float, float] = (1.0, 1.0)
+
+    def begin(self, history: History) -> None:
+        self._seen = 0
+        self._r.clear()
+        self._b.clear()
+        n = history.n_clients
+        self._cap = np.zeros(n)
+        self._rate = np.zeros(n)
+        self._known = np.zeros(n, np.bool_)
+        c = self.config
+        self._default = new_client_default(
+            history, quantile=c.default_quantile, margin=c.percentile_margin, config=c
+        )
+        self._catch_up(history)
+
+    def _catch_up(self, history: History) -> None:
+        c = self.config
+        windows = history.windows
+        changed: set[int] = set()
+        for labels in windows[self._seen :]:
+            for cl, r, b in zip(
+                labels.client.tolist(), labels.r_star.tolist(), labels.b_star.tolist(), strict=True
+            ):
+                bisect.insort(self._r.setdefault(cl, []), r)
+                bisect.insort(self._b.setdefault(cl, []), b)
+                changed.add(cl)
+        self._seen = len(windows)
+        if not changed:
+            return
+        q, m = c.percentile, c.percentile_margin
+        who = np.fromiter(changed, np.int64, len(changed))
+        self._cap[who] = [_quantile(self._b[cl], q) * m for cl in who.tolist()]
+        self._rate[who] = [_quantile(self._r[cl], q) * m for cl in who.tolist()]
+        self._known[who] = True
+
+    def params_for(self, window: int, history: History) -> Allocation:
+        self._catch_up(history)
+        clients = np.flatnonzero(self._known)
+        cap, rate = _floored(
+            self._cap[clients], self._rate[clients], self.config, history.horizon_us
+        )
+        return Allocation(clients.astype(np.int64), cap, rate, self._default)
+
+
+class Persistence:
+    name = "persistence"
+
+    def __init__(self, config: PolicyConfig) -> None:
+        self.config = config
+        self._default: tuple[float, float] = (1.0, 1.0)
+
+    def begin(self, history: History) -> None:
+        c = self.config
+        self._default = new_client_default(
+            history, quantile=c.default_quantile, margin=c.persistence_margin, config=c
+        )
+
+    def params_for(self, window: int, history: History) -> Allocation:
+        m = self.config.persistence_margin
+        last = history.windows[-1] if history.windows else None
+        if last is None or last.window != window - 1:
+            return Allocation(np.empty(0, np.int64), np.empty(0), np.empty(0), self._default)
+        cap, rate = _floored(last.b_star * m, last.r_star * m, self.config, history.horizon_us)
+        return Allocation(last.client, cap, rate, self._default)
+
+
+class Oracle:
+    """The hindsight oracle (module docstring). ``legit`` are the legitimate requests'
+    (client, window) segments of the evaluated part: the future, known in advance."""
+
+    name = "oracle"
+
+    def __init__(self, legit: Segments) -> None:
+        self._by_window = legit.window_slices()
+        self._legit = legit
+
+    def begin(self, history: History) -> None:
+        pass
+
+    def params_for(self, window: int, history: History) -> Allocation:
+        where = self._by_window.get(window)
+        if where is None:
+            return Allocation.uniform(0.0, 0.0)
+        seg = self._legit
+        return Allocation(seg.client[where], seg.b_star[where], seg.r_star[where], (0.0, 0.0))
+
+
+class ModelPolicy:
+    """The hook for a model: ``model.predict(features)`` gives a bucket per feature row (one
+    row per client active in the last finished window); others get the new-client default."""
+
+    def __init__(
+        self, model: BucketModel, *, config: PolicyConfig, name: str = "model", margin: float = 1.0
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.name = name
+        self.margin = margin
+        self._default: tuple[float, float] = (1.0, 1.0)
+
+    def begin(self, history: History) -> None:
+        c = self.config
+        self._default = new_client_default(
+            history, quantile=c.default_quantile, margin=self.margin, config=c
+        )
+
+    def params_for(self, window: int, history: History) -> Allocation:
+        frame = history.features_of_last()
+        if not len(frame):
+            return Allocation(np.empty(0, np.int64), np.empty(0), np.empty(0), self._default)
+        cap, rate = self.model.predict(frame)
+        cap = np.asarray(cap, dtype=np.float64)
+        rate = np.asarray(rate, dtype=np.float64)
+        if cap.shape != (len(frame),) or rate.shape != (len(frame),):
+            raise ValueError(f"{self.name}: predict must return one capacity and rate per row")
+        if not (np.all(np.isfinite(cap)) and np.all(np.isfinite(rate))):
+            raise ValueError(f"{self.name}: predict returned a non-finite bucket")
+        clients = np.fromiter(
+            (history.index_of(str(n)) for n in frame.client_id), np.int64, len(frame)
+        )
+        cap, rate = _floored(cap, rate, self.config, history.horizon_us)
+        return Allocation(clients, cap, rate, self._default)
+
+
+class Governed:
+    """Policy ``base`` under the AIMD governor; the replay runs the multiplier."""
+
+    def __init__(self, base: Policy, config: GovernorConfig) -> None:
+        if isinstance(base, NoLimit | Governed):
+            raise ValueError(f"the governor needs a finite base policy, not {base.name!r}")
+        self.base = base
+        self.config = config
+        self.name: str = base.name + GOVERNED_SUFFIX
+
+    def begin(self, history: History) -> None:
+        self.base.begin(history)
+
+    def params_for(self, window: int, history: History) -> Allocation:
+        return self.base.params_for(window, history)
+
+
+BASE_POLICIES: Final = ("none", "static", "percentile", "persistence", "oracle")
+DEFAULT_POLICIES: Final = (
+    "none",
+    "static",
+    "percentile",
+    "persistence",
+    "static+gov",
+    "percentile+gov",
+    "persistence+gov",
+    "oracle",
+)
+
+
+def make_policy(name: str, *, config: PolicyConfig, legit: Segments | None = None) -> Policy:
+    """A policy by name (``BASE_POLICIES``, each but ``none`` and ``oracle`` with ``+gov``).
+    ``legit``: the legitimate segments of the run, which only the oracle reads."""
+    if name.endswith(GOVERNED_SUFFIX):
+        return Governed(
+            make_policy(name[: -len(GOVERNED_SUFFIX)], config=config, legit=legit),
+            config.governor,
+        )
+    if name == "none":
+        return NoLimit()
+    if name == "static":
+        return StaticBest(config)
+    if name == "percentile":
+        return Percentile(config)
+    if name == "persistence":
+        return Persistence(config)
+    if name == "oracle":
+        if legit is None:
+            raise ValueError("the oracle needs the run's legitimate segments")
+        return Oracle(legit)
+    raise ValueError(f"unknown policy {name!r}: use one of {', '.join(BASE_POLICIES)} (+gov)")
+
+
+def check_policy_names(names: Sequence[str]) -> None:
+    """Raise ValueError naming the first unknown policy (before any replay runs)."""
+    for name in names:
+        base = name.removesuffix(GOVERNED_SUFFIX)
+        if base not in BASE_POLICIES:
+            raise ValueError(
+                f"unknown policy {name!r}: use one of {', '.join(BASE_POLICIES)} (+gov)"
+            )
+        if base != name and base in ("none", "oracle"):
+            raise ValueError(f"{name!r}: the governor needs a finite, non-oracle base policy")
