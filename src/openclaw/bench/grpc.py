@@ -51,6 +51,7 @@ def _serve(kind: str, store_url: str, conn: Connection) -> None:
     from openclaw.limiter import create_store
     from openclaw.policy.static import PolicyHolder
     from openclaw.service.grpc import start_grpc_server
+    from openclaw.service.server import tune_gc
     from openclaw.settings import Settings
 
     class Bare(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
@@ -58,6 +59,9 @@ def _serve(kind: str, store_url: str, conn: Connection) -> None:
             return rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
 
     async def main() -> None:
+        # As `openclaw serve` runs, for both contenders: start-up objects frozen out of
+        # collections, young ones collected less often.
+        tune_gc()
         if kind == "bare":
             server = grpc.aio.server()
             rls_pb2_grpc.add_RateLimitServiceServicer_to_server(Bare(), server)
