@@ -6,7 +6,7 @@ Two parts:
   ``MemoryStorage``) and ``pyrate-limiter`` (token bucket and sliding-window log, in memory);
 * Redis (``--redis auto`` or ``--redis URL``): ``limits`` fixed window on ``RedisStorage``
   against ``RedisStore`` (blocking, coalesced ``atake``, ``take_many``) and the server's own
-  ceiling, ``redis-benchmark`` running our script pipelined.
+  ceiling, ``redis-cli --pipe`` streaming calls of our script.
 
 Machines are shared and noisy, so absolute figures mean little: every round runs every
 contender back to back, and the report is the median over rounds of each contender's rate
@@ -19,9 +19,7 @@ they load only when a benchmark runs, and the CLI imports this module only then 
 from __future__ import annotations
 
 import asyncio
-import csv
 import gc
-import io
 import itertools
 import json
 import math
@@ -54,7 +52,7 @@ from openclaw.limiter.redis import (
     SCRIPT,
     SCRIPT_SHA,
     RedisStore,
-    bucket_key,
+    decode_reply,
     encode_call,
 )
 from openclaw.settings import Settings
@@ -66,13 +64,10 @@ KEYS: Final = 1000
 ASYNC_WORKERS: Final = 256
 #: Requests per ``take_many`` call.
 BATCH: Final = 256
-#: redis-benchmark connections and pipeline depth for the ceiling.
-CEILING_CLIENTS: Final = 16
-CEILING_PIPELINE: Final = 64
 
 IN_PROCESS_TARGET: Final = 5.0  # ours / limits FixedWindow
 REDIS_LIMITS_TARGET: Final = 3.0  # ours coalesced atake / limits FixedWindow on Redis
-REDIS_CEILING_TARGET: Final = 0.3  # ours coalesced atake / redis-benchmark ceiling
+REDIS_CEILING_TARGET: Final = 0.3  # ours coalesced atake / the redis-cli --pipe ceiling
 
 OURS: Final = "openclaw MemoryStore.take"
 LIMITS_FIXED: Final = "limits FixedWindow"
@@ -83,7 +78,7 @@ R_LIMITS: Final = "limits FixedWindow (Redis)"
 R_SYNC: Final = "openclaw RedisStore.take"
 R_ASYNC: Final = "openclaw RedisStore.atake"
 R_BATCH: Final = "openclaw RedisStore.take_many"
-R_CEILING: Final = "redis-benchmark ceiling"
+R_CEILING: Final = "redis-cli --pipe ceiling"
 
 
 # -- result records ---------------------------------------------------------------------
@@ -521,59 +516,60 @@ class RedisTarget:
     version: str
 
 
-def _redis_benchmark_args(url: str) -> list[str] | None:
-    """Connection arguments for redis-benchmark, or None for a TLS URL (redis-benchmark
-    would need the certificates our client finds on its own)."""
+def _redis_cli_args(url: str) -> list[str] | None:
+    """Connection arguments for redis-cli, or None for a TLS URL (redis-cli would need the
+    certificates our client finds on its own)."""
     parts = urlsplit(url)
     if parts.scheme != "redis":
         return None
     args = ["-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 6379)]
     if parts.password:
-        args += ["-a", unquote(parts.password)]
+        args += ["--no-auth-warning", "-a", unquote(parts.password)]
         if parts.username:
             args += ["--user", unquote(parts.username)]
     db = parts.path.strip("/")
     if db and db != "0":
-        args += ["--dbnum", db]
+        args += ["-n", db]
     return args
 
 
 class Ceiling:
-    """The server alone: redis-benchmark running our script pipelined, one decision per
-    ``EVALSHA`` (its arguments cannot carry more), so no Python client sits in the way."""
+    """The server alone: ``redis-cli --pipe`` streaming calls of our script, one decision per
+    ``EVALSHA``, so no Python client sits in the way. (redis-benchmark, the obvious tool, cuts
+    an argument at its first NUL byte, and the script's numbers are binary doubles.)"""
 
-    def __init__(self, binary: str, conn: list[str], argv: list[str], keys: int) -> None:
+    def __init__(self, binary: str, conn: list[str], commands: list[bytes]) -> None:
         self._binary = binary
         self._conn = conn
-        self._argv = argv  # EVALSHA sha 1 key ARGV..., the key holding __rand_int__
-        self._keys = keys
+        self._commands = commands  # one packed EVALSHA per key, sent in turn
         self._rps = 50_000.0  # replaced by the first measurement
+        self._startup = 0.0  # redis-cli's own start and connect, taken off every run
+
+    def _pipe(self, n: int) -> float:
+        commands = self._commands
+        data = b"".join(commands[i % len(commands)] for i in range(n))
+        cmd = [self._binary, *self._conn, "--pipe"]
+        start = time.perf_counter()
+        proc = subprocess.run(  # noqa: S603 - our argv, not a shell line
+            cmd, check=False, capture_output=True, input=data, timeout=60 + n / 1000
+        )
+        seconds = time.perf_counter() - start
+        output = (proc.stdout + proc.stderr).decode(errors="replace")
+        # A rate of error replies is no ceiling.
+        if proc.returncode != 0 or f"errors: 0, replies: {n}" not in output:
+            raise RuntimeError(f"redis-cli --pipe failed ({proc.returncode}): {output.strip()}")
+        return seconds
+
+    def calibrate(self) -> None:
+        self._startup = min(self._pipe(1) for _ in range(3))
+        self.run(0.05)  # sizes the first measured run
 
     def run(self, duration: float) -> Sample:
-        # redis-benchmark counts requests, not seconds: size the run from the last rate.
-        n = max(int(self._rps * duration), 5 * CEILING_CLIENTS * CEILING_PIPELINE)
-        cmd = [
-            self._binary,
-            *self._conn,
-            "-n", str(n),
-            "-c", str(CEILING_CLIENTS),
-            "-P", str(CEILING_PIPELINE),
-            "-r", str(self._keys),
-            "--csv",
-            *self._argv,
-        ]  # fmt: skip
-        proc = subprocess.run(  # noqa: S603 - our argv, not a shell line
-            cmd, check=False, capture_output=True, text=True, timeout=60 + 10 * duration
-        )
-        output = proc.stdout + proc.stderr
-        # redis-benchmark stops at the first error reply; a rate of errors is no ceiling.
-        if proc.returncode != 0 or "Error" in output:
-            raise RuntimeError(f"redis-benchmark failed ({proc.returncode}): {output.strip()}")
-        rows = list(csv.DictReader(io.StringIO(proc.stdout)))
-        if not rows or "rps" not in rows[-1]:
-            raise RuntimeError(f"redis-benchmark printed no CSV rate: {output.strip()}")
-        self._rps = float(rows[-1]["rps"])
-        return Sample(n, n / self._rps)
+        # Sized from the last rate to last about ``duration``.
+        n = max(int(self._rps * duration), 1000)
+        seconds = max(self._pipe(n) - self._startup, 1e-6)
+        self._rps = n / seconds
+        return Sample(n, seconds)
 
 
 #: The Redis workload: every request allowed, as in the in-process 'allowed' workload.
@@ -588,8 +584,9 @@ def _redis_contenders(
     store = RedisStore(url, settings=settings)
     cleanup.callback(lambda: runner.run(store.aclose()))
     contenders = [_limits_redis(url, keys), *_ours_redis(store, keys, params, runner, notes)]
-    key = bucket_key(settings.redis_key_prefix, "openclaw-bench-__rand_int__")
-    ceiling = _ceiling(url, key, params, n=len(keys), cleanup=cleanup, notes=notes)
+    ceiling = _ceiling(
+        url, keys, params, prefix=settings.redis_key_prefix, cleanup=cleanup, notes=notes
+    )
     if ceiling is not None:
         contenders.append(ceiling)
     return contenders
@@ -717,45 +714,48 @@ def _ours_redis(
 
 def _ceiling(
     url: str,
-    key: str,
+    keys: list[str],
     params: BucketParams,
     *,
-    n: int,
+    prefix: str,
     cleanup: ExitStack,
     notes: list[str],
 ) -> Contender | None:
-    """redis-benchmark on our script, or None (with a note saying why) when it cannot run."""
+    """redis-cli --pipe on our script, or None (with a note saying why) when it cannot run."""
     import redis
+    from redis.asyncio.connection import Connection
 
-    binary = shutil.which("redis-benchmark")
-    conn = _redis_benchmark_args(url)
+    binary = shutil.which("redis-cli")
+    conn = _redis_cli_args(url)
     if binary is None:
-        notes.append("redis-benchmark is not on PATH (Debian: redis-tools): no ceiling")
+        notes.append("redis-cli is not on PATH (Debian: redis-tools): no ceiling")
         return None
     if conn is None:
-        notes.append("redis-benchmark cannot reach a rediss:// (TLS) URL: no ceiling")
+        notes.append("redis-cli --pipe cannot reach a rediss:// (TLS) URL here: no ceiling")
         return None
     client = redis.Redis.from_url(url, socket_timeout=5)
     cleanup.callback(client.close)
-    # Exactly what RedisStore sends for one request (Redis TIME, cost 1, one limit); the
-    # key is swapped for one that redis-benchmark varies.
-    _numkeys, _key, *args = encode_call([TakeRequest.of("probe", params)], "unused", None)
-    ceiling = Ceiling(binary, conn, ["EVALSHA", SCRIPT_SHA, "1", key, *args], n)
+    # Exactly what RedisStore sends for one request (Redis TIME, cost 1, one limit), for
+    # each key in turn.
+    calls = [encode_call([TakeRequest.of(key, params)], prefix, None) for key in keys]
+    packer = Connection()  # packs commands as the client would send them, never connects
+    commands = [b"".join(packer.pack_command("EVALSHA", SCRIPT_SHA, *call)) for call in calls]
+    ceiling = Ceiling(binary, conn, commands)
 
     def warm_up() -> None:
-        # redis-benchmark never loads a script: an unloaded one would be all NOSCRIPT errors.
+        # redis-cli never loads a script: an unloaded one would be all NOSCRIPT errors.
         loaded = client.script_load(SCRIPT)
         if loaded != SCRIPT_SHA:
             raise RuntimeError(f"SCRIPT LOAD returned {loaded}, expected {SCRIPT_SHA}")
-        reply = client.evalsha(SCRIPT_SHA, 1, key.replace("__rand_int__", "probe"), *args)
-        if not (isinstance(reply, list) and len(reply) == 1 and reply[0].startswith(b"1 ")):
+        reply = client.evalsha(SCRIPT_SHA, *calls[0])
+        if not (isinstance(reply, bytes) and [d.allowed for d in decode_reply(reply)] == [True]):
             raise RuntimeError(f"the ceiling's EVALSHA does not allow: {reply!r}")
-        ceiling.run(0.05)  # sizes the first measured run
+        ceiling.calibrate()
 
     return Contender(
         R_CEILING,
-        f"redis-benchmark -c {CEILING_CLIENTS} -P {CEILING_PIPELINE} -r {n}: "
-        "EVALSHA of our script, ONE decision per call",
+        f"redis-cli --pipe of EVALSHA calls of our script, ONE decision per call, over the "
+        f"{len(keys)} keys in turn",
         ceiling.run,
         warm_up,
     )
@@ -832,7 +832,8 @@ def redis_part(
         ]
         notes.append(
             f"ours carries up to {CALL_MAX} decisions per script call; the ceiling is ONE "
-            "decision per EVALSHA (redis-benchmark cannot vary the keys of a longer call)"
+            "decision per EVALSHA (as the ceiling always was: a server's rate on single-decision "
+            "calls)"
         )
     return TableReport(
         title="Redis decisions/s, one Python process",

@@ -5,14 +5,40 @@
 -- One call decides one or more requests (coalesced by the client), each atomically:
 --   KEYS[k]  the bucket key of request k (hash-tagged, so a call's keys can share a slot)
 --   ARGV[1]  '' to use Redis TIME (production); an explicit time in seconds (tests only)
---   ARGV[2]  the numbers of every request in order, space-separated (one argument is far
---            cheaper for the client to send than five per request):
+--   ARGV[2]  the numbers of every request in order, as little-endian doubles (struct '<d'):
 --            cost n capacity_1 refill_rate_1 ... capacity_n refill_rate_n
--- The value at a key is "tokens_1 updated_at_1 ... tokens_n updated_at_n" (%.17g, exact),
+-- The value at a key is the byte FORMAT, then tokens_i updated_at_i of each limit (doubles),
 -- kept for as long as the slowest bucket needs to refill: an absent key is a full bucket.
--- Returns one string per request: "allowed remaining limit retry_after reset_after".
+-- Returns one string, per request the struct '<Bdddd':
+--   allowed (1 or 0) remaining limit retry_after reset_after
+--
+-- Numbers travel as the eight bytes of a double, never as decimal text: exact by
+-- construction, and formatting and parsing text was most of the cost of a decision.
 
 local NEVER = math.huge
+-- The first byte of a value. Values written before it ("%.17g" text, space-separated) start
+-- with a digit or '-', and are still read: buckets survive an upgrade.
+local FORMAT = 1
+local FORMAT_BYTE = string.char(FORMAT)
+local VALUE_1 = '<Bdd' -- the value of a key with one limit
+local REPLY = '<Bdddd'
+-- Past this a bucket is kept without expiry, as one that never refills is: it needs some
+-- 31,700 years to refill, and Redis would refuse a PX that does not fit its integers.
+local MAX_TTL_MS = 1e15
+
+local spread = unpack -- Lua's, of a table; unpack is struct's below
+local pack, unpack, byte = struct.pack, struct.unpack, string.byte
+
+-- '<' and count 'd's: the struct format of that many doubles, built once per call.
+local formats = {}
+local function doubles(count)
+  local f = formats[count]
+  if not f then
+    f = '<' .. string.rep('d', count)
+    formats[count] = f
+  end
+  return f
+end
 
 local now
 if ARGV[1] == '' then
@@ -21,10 +47,6 @@ if ARGV[1] == '' then
   now = (tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000000
 else
   now = tonumber(ARGV[1])
-end
-
-local function fmt(x)
-  return string.format('%.17g', x)
 end
 
 local function time_to_full(tokens, capacity, rate)
@@ -37,38 +59,60 @@ local function time_to_full(tokens, capacity, rate)
   return NEVER
 end
 
-local nums = {}
-for v in string.gmatch(ARGV[2], '%S+') do
-  nums[#nums + 1] = tonumber(v)
-end
-
-local out = {}
-local a = 1
-for k = 1, #KEYS do
-  local key = KEYS[k]
-  local cost = nums[a]
-  local n = nums[a + 1]
-  a = a + 2
-
+-- tokens_1 updated_at_1 ... of a stored value, as many as it holds (none: full buckets).
+local function load(raw)
   local saved = {}
-  local raw = redis.call('GET', key)
-  if raw then
+  if not raw then
+    return saved
+  end
+  if byte(raw, 1) == FORMAT then
+    local count = (#raw - 1) / 8
+    saved = { unpack(doubles(count), raw, 2) }
+    saved[count + 1] = nil -- unpack's next position
+  else
     for v in string.gmatch(raw, '%S+') do
       saved[#saved + 1] = tonumber(v)
     end
   end
+  return saved
+end
 
-  local caps, rates, levels = {}, {}, {}
-  local fits = true
-  local never = 0 -- index of the first limit whose capacity is below the cost
-  for i = 1, n do
-    local capacity = nums[a]
-    local rate = nums[a + 1]
-    a = a + 2
-    caps[i] = capacity
-    rates[i] = rate
+-- Keep a value until every bucket in it is full again (reset_after seconds).
+local function save(key, value, reset_after)
+  local ttl_ms = math.ceil(reset_after * 1000)
+  if ttl_ms > MAX_TTL_MS then -- also NEVER
+    redis.call('SET', key, value)
+  else
+    if ttl_ms < 1 then
+      ttl_ms = 1
+    end
+    -- As text: Redis would format a Lua number with '%.17g', which costs more.
+    redis.call('SET', key, value, 'PX', string.format('%d', ttl_ms))
+  end
+end
+
+local args = ARGV[2]
+local pos = 1
+local out = {}
+for k = 1, #KEYS do
+  local key = KEYS[k]
+  -- The first limit comes with the cost: one unpack reads all of a one-limit request.
+  local cost, n, capacity, rate
+  cost, n, capacity, rate, pos = unpack('<dddd', args, pos)
+  local raw = redis.call('GET', key)
+
+  if n == 1 then
+    -- The common case without tables: the same expressions as the loop below.
+    local tokens, updated_at
+    if raw then
+      if byte(raw, 1) == FORMAT then
+        tokens, updated_at = unpack('<dd', raw, 2)
+      else
+        local t, u = string.match(raw, '^(%S+) (%S+)')
+        tokens, updated_at = tonumber(t), tonumber(u)
+      end
+    end
     local level
-    local tokens, updated_at = saved[2 * i - 1], saved[2 * i]
     if tokens == nil or updated_at == nil then
       level = capacity
     else
@@ -81,78 +125,110 @@ for k = 1, #KEYS do
         level = capacity
       end
     end
-    levels[i] = level
     if cost > capacity then
-      if never == 0 then
-        never = i
-      end
+      out[k] = pack(REPLY, 0, level, capacity, NEVER, time_to_full(level, capacity, rate))
     elseif level < cost then
-      fits = false
-    end
-  end
-
-  local allowed, binding, retry_after, reset_after
-  if never == 0 and fits then
-    allowed = 1
-    binding = 1
-    retry_after = 0.0
-    reset_after = 0.0
-    local value = {}
-    for i = 1, n do
-      local level = levels[i] - cost
-      levels[i] = level
-      value[#value + 1] = fmt(level)
-      value[#value + 1] = fmt(now)
-      if level < levels[binding] then
-        binding = i
+      local wait
+      if rate > 0.0 then
+        wait = (cost - level) / rate
+      else
+        wait = NEVER
       end
-      local full_in = time_to_full(level, caps[i], rates[i])
-      if full_in > reset_after then
-        reset_after = full_in
-      end
-    end
-    local body = table.concat(value, ' ')
-    if reset_after == NEVER then
-      redis.call('SET', key, body)
+      out[k] = pack(REPLY, 0, level, capacity, wait, time_to_full(level, capacity, rate))
     else
-      local ttl_ms = math.ceil(reset_after * 1000)
-      if ttl_ms < 1 then
-        ttl_ms = 1
-      end
-      redis.call('SET', key, body, 'PX', ttl_ms)
+      level = level - cost
+      local reset_after = time_to_full(level, capacity, rate)
+      save(key, pack(VALUE_1, FORMAT, level, now), reset_after)
+      out[k] = pack(REPLY, 1, level, capacity, 0.0, reset_after)
     end
   else
-    allowed = 0
-    if never > 0 then
-      binding = never
-      retry_after = NEVER
-    else
-      binding = 0
+    local saved = load(raw)
+    -- capacity_i is params[2i - 1], refill_rate_i params[2i]
+    local params = { capacity, rate, unpack(doubles(2 * n - 2), args, pos) }
+    pos = params[2 * n + 1]
+    local levels = {}
+    local fits = true
+    local never = 0 -- index of the first limit whose capacity is below the cost
+    for i = 1, n do
+      capacity = params[2 * i - 1]
+      rate = params[2 * i]
+      local level
+      local tokens, updated_at = saved[2 * i - 1], saved[2 * i]
+      if tokens == nil or updated_at == nil then
+        level = capacity
+      else
+        local elapsed = now - updated_at
+        if elapsed < 0.0 then
+          elapsed = 0.0
+        end
+        level = tokens + elapsed * rate
+        if level > capacity then
+          level = capacity
+        end
+      end
+      levels[i] = level
+      if cost > capacity then
+        if never == 0 then
+          never = i
+        end
+      elseif level < cost then
+        fits = false
+      end
+    end
+
+    local allowed, binding, retry_after, reset_after
+    if never == 0 and fits then
+      allowed = 1
+      binding = 1
       retry_after = 0.0
+      reset_after = 0.0
+      local value = {}
       for i = 1, n do
-        if levels[i] < cost then
-          local wait
-          if rates[i] > 0.0 then
-            wait = (cost - levels[i]) / rates[i]
-          else
-            wait = NEVER
-          end
-          if binding == 0 or wait > retry_after then
-            binding = i
-            retry_after = wait
+        local level = levels[i] - cost
+        levels[i] = level
+        value[2 * i - 1] = level
+        value[2 * i] = now
+        if level < levels[binding] then
+          binding = i
+        end
+        local full_in = time_to_full(level, params[2 * i - 1], params[2 * i])
+        if full_in > reset_after then
+          reset_after = full_in
+        end
+      end
+      save(key, FORMAT_BYTE .. pack(doubles(2 * n), spread(value)), reset_after)
+    else
+      allowed = 0
+      if never > 0 then
+        binding = never
+        retry_after = NEVER
+      else
+        binding = 0
+        retry_after = 0.0
+        for i = 1, n do
+          if levels[i] < cost then
+            local wait
+            if params[2 * i] > 0.0 then
+              wait = (cost - levels[i]) / params[2 * i]
+            else
+              wait = NEVER
+            end
+            if binding == 0 or wait > retry_after then
+              binding = i
+              retry_after = wait
+            end
           end
         end
       end
-    end
-    reset_after = 0.0
-    for i = 1, n do
-      local full_in = time_to_full(levels[i], caps[i], rates[i])
-      if full_in > reset_after then
-        reset_after = full_in
+      reset_after = 0.0
+      for i = 1, n do
+        local full_in = time_to_full(levels[i], params[2 * i - 1], params[2 * i])
+        if full_in > reset_after then
+          reset_after = full_in
+        end
       end
     end
+    out[k] = pack(REPLY, allowed, levels[binding], params[2 * binding - 1], retry_after, reset_after)
   end
-  out[k] = allowed .. ' ' .. fmt(levels[binding]) .. ' ' .. fmt(caps[binding]) .. ' '
-    .. fmt(retry_after) .. ' ' .. fmt(reset_after)
 end
-return out
+return table.concat(out)
