@@ -682,7 +682,8 @@ def simulate(
         list[str] | None,
         typer.Option(
             help="Policy (repeat): none, static, percentile, persistence, oracle, "
-            "and static+gov etc. [default: all of them, each finite one with the governor]."
+            "and static+gov etc., or a model directory (PATH, PATH+gov) "
+            "[default: all of them, each finite one with the governor]."
         ),
     ] = None,
     seed: Annotated[list[int] | None, typer.Option(help="Seed (repeat) [default: 0 1 2].")] = None,
@@ -696,6 +697,22 @@ def simulate(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write every run's metrics here.")
     ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write DIR/report.md and PNG plots (trade-offs, timelines) into this directory "
+            "(needs openclaw[report]).",
+            metavar="DIR",
+        ),
+    ] = None,
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep",
+            help="Also replay static, percentile and persistence at other values of their "
+            "knob (budget, margin): the report's trade-off curves. Costs 4 runs per policy.",
+        ),
+    ] = False,
 ) -> None:
     """Replay a trace time-forward through the limiter with injected abuse and a simulated
     backend; print each policy's metrics per scenario (mean ± 95% CI over seeds)."""
@@ -714,6 +731,8 @@ def simulate(
             amplify=amplify,
             train_fraction=train_fraction,
             json_path=json_path,
+            report_dir=report,
+            sweep=sweep,
         )
         # A table wider than 80 columns stays readable in a file or a pipe.
         console = Console(width=None if sys.stdout.isatty() else 200)
@@ -721,3 +740,416 @@ def simulate(
     except (OpenClawError, ValueError, OSError) as exc:
         typer.echo(f"openclaw simulate: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+@app.command("validate")
+def validate(
+    *,
+    candidate: Annotated[
+        str,
+        typer.Option(
+            help="The policy to judge: a name as `openclaw simulate --policy` takes it, or "
+            "the path of a model directory (+gov: with the governor).",
+            show_default=False,
+        ),
+    ],
+    baseline: Annotated[
+        str, typer.Option(help="The policy it must be no worse than (same forms).")
+    ],
+    trace: Annotated[
+        Path | None,
+        typer.Option(help="Access log to replay [default: OPENCLAW_GATE_TRACE, the NASA day]."),
+    ] = None,
+    fmt: Annotated[
+        IngestFormat, typer.Option("--format", "-f", help="Its format (as `openclaw ingest`).")
+    ] = "nasa-tsv",
+    scenario: Annotated[
+        list[str] | None, typer.Option(help="Scenario (repeat) [default: all].")
+    ] = None,
+    seed: Annotated[list[int] | None, typer.Option(help="Seed (repeat) [default: 0 1 2].")] = None,
+    amplify: Annotated[
+        int | None,
+        typer.Option(min=1, help="Copies of the trace superposed [default: enough for 10/s]."),
+    ] = None,
+    train_fraction: Annotated[
+        float, typer.Option(min=0.01, max=0.99, help="Share of the trace that trains.")
+    ] = 1 / 3,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write every check and run here.")
+    ] = None,
+) -> None:
+    """The validation gate: replay both policies on the same scenarios and seeds; exit 1 with
+    the reasons when the candidate is worse than the baseline on any core metric or breaks an
+    absolute bound (OPENCLAW_GATE_* settings), 0 with a verdict table when it passes."""
+    from rich.console import Console
+
+    from openclaw.settings import Settings
+    from openclaw.sim.command import ALL_SCENARIOS, DEFAULT_SEEDS
+    from openclaw.sim.validate import FAILED_EXIT
+    from openclaw.sim.validate import Options as GateOptions
+    from openclaw.sim.validate import run as run_gate
+
+    try:
+        options = GateOptions(
+            candidate=candidate,
+            baseline=baseline,
+            trace=trace,
+            fmt=fmt,
+            scenarios=tuple(scenario) if scenario else ALL_SCENARIOS,
+            seeds=tuple(seed) if seed else DEFAULT_SEEDS,
+            amplify=amplify,
+            train_fraction=train_fraction,
+            json_path=json_path,
+        )
+        console = Console(width=None if sys.stdout.isatty() else 200)
+        verdict = run_gate(options, settings=Settings(), argv=sys.argv, console=console)
+    except (OpenClawError, ValueError, OSError) as exc:
+        typer.echo(f"openclaw validate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if not verdict.passed:
+        raise typer.Exit(FAILED_EXIT)
+
+
+@bench_app.command("sim")
+def bench_sim(
+    *,
+    trace: Annotated[Path, typer.Option(help="The trace replayed.")] = Path(
+        "../shared/data/traces/nasa_19950801.tsv"
+    ),
+    fmt: Annotated[
+        IngestFormat, typer.Option("--format", "-f", help="Its format (as `openclaw ingest`).")
+    ] = "nasa-tsv",
+    scenario: Annotated[str, typer.Option(help="The scenario injected.")] = "distributed",
+    seed: Annotated[int, typer.Option(help="Its seed.")] = 0,
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Policy replayed (repeat) [default: none, static, static+gov, "
+            "percentile+gov, oracle]."
+        ),
+    ] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds; each runs every contender.")] = 3,
+    amplify: Annotated[
+        int | None,
+        typer.Option(min=1, help="Copies of the trace superposed [default: enough for 10/s]."),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results to this file.")
+    ] = None,
+) -> None:
+    """Replay speed in simulated requests per second of wall time, against the bare engine
+    deciding the same requests in a plain loop. Target: a million per minute.
+
+    Prints FAIL next to a missed target but exits 0: it is a report, not a gate.
+    """
+    from openclaw.bench.limiter import command_line
+    from openclaw.bench.sim import DEFAULT_POLICIES as SIM_POLICIES
+    from openclaw.bench.sim import Options as SimOptions
+    from openclaw.bench.sim import run as run_sim
+
+    options = SimOptions(
+        trace=trace,
+        fmt=fmt,
+        scenario=scenario,
+        seed=seed,
+        policies=tuple(policy) if policy else SIM_POLICIES,
+        rounds=rounds,
+        amplify=amplify,
+        json_path=json_path,
+    )
+    try:
+        run_sim(options, command=command_line(sys.argv))
+    except (OpenClawError, ValueError, OSError) as exc:
+        typer.echo(f"openclaw bench sim: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+# -- training: openclaw train | bench train --------------------------------------------------
+
+
+@app.command("train")
+def train(
+    *,
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Directory the artifact is written into, as model-YYYYMMDD[-N] (the next "
+            "free name of the day).",
+            show_default=False,
+        ),
+    ],
+    store: Annotated[
+        str | None,
+        typer.Option(help="Telemetry store URL (default: OPENCLAW_TELEMETRY_URL)."),
+    ] = None,
+    trace: Annotated[
+        Path | None,
+        typer.Option(
+            help="Train on this access log instead of a store (ingested into a temporary "
+            "DuckDB file first).",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        IngestFormat, typer.Option("--format", "-f", help="With --trace: its format.")
+    ] = "nasa-tsv",
+    days: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0001, help="The last N days of the data (default: OPENCLAW_TRAIN_DAYS)."
+        ),
+    ] = None,
+    head: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            max=1.0,
+            help="Only the first share of the data's span, cut at a window boundary as "
+            "`openclaw simulate --train-fraction` cuts (keeps the rest unseen for evaluation).",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Seed (default: OPENCLAW_TRAIN_SEED).")
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Most passes over the data (default: OPENCLAW_TRAIN_EPOCHS, or automatic)."
+        ),
+    ] = None,
+) -> None:
+    """Train the bucket model on a telemetry store's last days (or a trace file): pairs of a
+    client's window and its next one, a PyTorch network with a quantile loss, calibrated on a
+    held-out slice; writes the artifact (weights, model.pt, manifest, learning curve) and
+    prints the validation metrics."""
+    from rich.console import Console
+
+    from openclaw.model.train import TrainOptions, render_report, run_train
+    from openclaw.settings import Settings
+
+    if store is not None and trace is not None:
+        raise typer.BadParameter("give --store or --trace, not both", param_hint="--trace")
+    try:
+        settings = Settings()
+        options = TrainOptions(
+            out=out,
+            store_url=None if trace is not None else (store or settings.telemetry_url),
+            trace=trace,
+            fmt=fmt,
+            days=days,
+            head=head,
+            seed=seed,
+            epochs=epochs,
+        )
+        report = run_train(options, settings=settings, status_console=Console(stderr=True))
+    except (OpenClawError, OSError) as exc:
+        typer.echo(f"openclaw train: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    render_report(Console(width=None if sys.stdout.isatty() else 200), report)
+
+
+@bench_app.command("train")
+def bench_train(
+    *,
+    rows: Annotated[
+        int, typer.Option(min=1000, help="(client, window) pairs to train on.")
+    ] = 1_000_000,
+    epochs: Annotated[
+        int | None,
+        typer.Option(min=1, help="Passes over the data (default: as openclaw train decides)."),
+    ] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds; each runs every contender.")] = 1,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results to this file.")
+    ] = None,
+) -> None:
+    """Training time for a million (client, window) pairs (synthetic rows with the feature
+    schema), against the forward pass of the same network over the same rows (the floor any
+    training pays). Target: under 60 s.
+
+    Prints FAIL next to a missed target but exits 0: it is a report, not a gate.
+    """
+    from openclaw.bench.limiter import command_line
+    from openclaw.bench.train import Options as TrainBenchOptions
+    from openclaw.bench.train import run as run_train_bench
+
+    options = TrainBenchOptions(rows=rows, epochs=epochs, rounds=rounds, json_path=json_path)
+    try:
+        run_train_bench(options, command=command_line(sys.argv))
+    except (OpenClawError, OSError) as exc:
+        typer.echo(f"openclaw bench train: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@bench_app.command("model")
+def bench_model(
+    *,
+    clients: Annotated[int, typer.Option(min=100, help="Active clients.")] = 100_000,
+    events: Annotated[
+        int, typer.Option(min=1, help="Events per client in the window closed at the boundary.")
+    ] = 10,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed batches per process.")] = 15,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds; each runs every contender.")] = 2,
+    part: Annotated[
+        list[str] | None,
+        typer.Option(help="Part to run (repeat) [default: inference, boundary, memory]."),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results to this file.")
+    ] = None,
+) -> None:
+    """The model in the service: inference for 100,000 clients in one batch (against the
+    bare matrix products and torch; default threads and one), the window boundary (against
+    the online features' close alone), and the memory of 100,000 active clients (against the
+    static policy). Target: inference under 200 ms.
+
+    Prints FAIL next to a missed target but exits 0: it is a report, not a gate.
+    """
+    from openclaw.bench.limiter import command_line
+    from openclaw.bench.model import PARTS
+    from openclaw.bench.model import Options as ModelBenchOptions
+    from openclaw.bench.model import run as run_model_bench
+
+    chosen = tuple(part) if part else PARTS
+    unknown = sorted(set(chosen) - set(PARTS))
+    if unknown:
+        typer.echo(f"openclaw bench model: unknown part {', '.join(unknown)}", err=True)
+        raise typer.Exit(2)
+    options = ModelBenchOptions(
+        clients=clients,
+        events=events,
+        repeats=repeats,
+        rounds=rounds,
+        parts=chosen,
+        json_path=json_path,
+    )
+    try:
+        run_model_bench(options, command=command_line(sys.argv))
+    except (OpenClawError, OSError, RuntimeError) as exc:
+        typer.echo(f"openclaw bench model: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+# -- the model registry: openclaw models | promote | rollback -------------------------------
+
+models_app = typer.Typer(
+    help="The model registry: versions, aliases, audit log, pruning. Alone: list the versions.",
+    invoke_without_command=True,
+)
+app.add_typer(models_app, name="models")
+RegistryOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--registry", help="Registry directory (default: OPENCLAW_MODEL_REGISTRY_PATH, ./models)."
+    ),
+]
+
+
+def _fail(command: str, exc: Exception) -> typer.Exit:
+    typer.echo(f"openclaw {command}: {exc}", err=True)
+    return typer.Exit(2)
+
+
+@models_app.callback()
+def models(ctx: typer.Context, registry: RegistryOption = None) -> None:
+    """List the registered versions (verified), with their aliases and metrics."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+
+    from openclaw.model.commands import open_registry, versions_table
+
+    try:
+        reg = open_registry(registry)
+        Console(width=None if sys.stdout.isatty() else 200).print(
+            versions_table(reg.version_infos(), root=reg.root)
+        )
+    except (OpenClawError, OSError) as exc:
+        raise _fail("models", exc) from exc
+
+
+@models_app.command("register")
+def models_register(
+    artifact: Annotated[Path, typer.Argument(help="A built artifact directory.")],
+    reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "",
+    registry: RegistryOption = None,
+) -> None:
+    """Copy a built artifact in as a new immutable version; print the version.
+
+    Checksums are verified first; the version is model-YYYYMMDD[-N], the next of the day."""
+    from openclaw.model.commands import open_registry
+
+    try:
+        typer.echo(open_registry(registry).register(artifact, reason=reason))
+    except (OpenClawError, OSError) as exc:
+        raise _fail("models register", exc) from exc
+
+
+@models_app.command("prune")
+def models_prune(
+    keep: Annotated[int, typer.Option(min=0, help="Newest versions to keep.")],
+    dry_run: Annotated[bool, typer.Option(help="Only print what would be deleted.")] = False,
+    reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "",
+    registry: RegistryOption = None,
+) -> None:
+    """Delete all but the newest --keep versions.
+
+    Never an aliased version, nor the previous champion (the rollback target)."""
+    from openclaw.model.commands import open_registry
+
+    try:
+        doomed = open_registry(registry).prune(keep=keep, reason=reason, dry_run=dry_run)
+    except (OpenClawError, OSError) as exc:
+        raise _fail("models prune", exc) from exc
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(f"{verb}: {', '.join(doomed)}" if doomed else "nothing to delete")
+
+
+@models_app.command("log")
+def models_log(registry: RegistryOption = None) -> None:
+    """The audit log: who moved which alias from what to what, when and why."""
+    from rich.console import Console
+
+    from openclaw.model.commands import audit_table, open_registry
+
+    try:
+        entries = open_registry(registry).audit_log()
+    except (OpenClawError, OSError) as exc:
+        raise _fail("models log", exc) from exc
+    Console(width=None if sys.stdout.isatty() else 200).print(audit_table(entries))
+
+
+@app.command("promote")
+def promote(
+    version: Annotated[str, typer.Argument(help="The version, e.g. model-20250801-2.")],
+    reason: Annotated[str, typer.Option(help="Why (required; goes to the audit log).")],
+    alias: Annotated[str, typer.Option(help="champion or challenger.")] = "champion",
+    registry: RegistryOption = None,
+) -> None:
+    """Point an alias (champion, challenger) at a version; logged in the audit log.
+
+    The version is verified first; a service follows the champion alias."""
+    from openclaw.model.commands import describe_change, open_registry
+
+    try:
+        change = open_registry(registry).promote(version, alias=alias, reason=reason)
+    except (OpenClawError, OSError) as exc:
+        raise _fail("promote", exc) from exc
+    typer.echo(describe_change(change))
+
+
+@app.command("rollback")
+def rollback(
+    reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "",
+    registry: RegistryOption = None,
+) -> None:
+    """Return the champion to the previous champion; logged in the audit log.
+
+    Rolling back twice goes two promotions back."""
+    from openclaw.model.commands import describe_change, open_registry
+
+    try:
+        change = open_registry(registry).rollback(reason=reason)
+    except (OpenClawError, OSError) as exc:
+        raise _fail("rollback", exc) from exc
+    typer.echo(describe_change(change))

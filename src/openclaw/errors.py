@@ -66,3 +66,29 @@ class TelemetryQueueFull(OpenClawError):  # noqa: N818 (back-pressure, not a fau
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class ArtifactError(OpenClawError):
+    """A model artifact cannot be loaded safely: missing, a checksum that does not match, a
+    manifest or weights file that does not parse, or a ``.pt`` that would need code to load.
+
+    ``reason`` is a short code (``missing``, ``checksum``, ``invalid``, ``unsafe``) that load
+    failures are counted by; the message says what exactly was wrong, naming the file."""
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ModelError(OpenClawError, ValueError):
+    """Features a model cannot take (a shape or width that does not fit, not numbers)."""
+
+
+class RegistryError(OpenClawError):
+    """A model registry operation is refused (a version that exists or does not, an unknown
+    alias, nothing to roll back to)."""
+
+
+class TrainingError(OpenClawError, ValueError):
+    """A model cannot be trained as asked: too little data for a split or for the stated
+    coverage, a bad training option."""

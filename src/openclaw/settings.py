@@ -173,3 +173,206 @@ class Settings(BaseSettings):
         description="H of the label: r* is the most requests in any H seconds of the window, "
         "divided by H.",
     )
+
+    # -- the model: registry, and the bounds every prediction is clamped to --------------
+    model_registry_path: Path = Field(
+        default=Path("models"),
+        description="Model registry: a directory of immutable versions (model-YYYYMMDD[-N]), "
+        "the champion/challenger aliases and the audit log (relative to the working directory).",
+    )
+    model_max_capacity: float = Field(
+        default=1_000_000.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Largest bucket capacity (tokens) a model may assign, whatever it predicts.",
+    )
+    model_max_refill_rate: float = Field(
+        default=100_000.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Largest refill rate (tokens per second) a model may assign.",
+    )
+    model_min_capacity: float = Field(
+        default=1.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Smallest capacity a model may assign: below one token a bucket denies "
+        "every request of cost 1.",
+    )
+    model_min_refill_rate: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Smallest refill rate (tokens per second) a model may assign.",
+    )
+
+    # -- the learned policy in the service (openclaw serve) ------------------------------
+    policy_mode: Literal["static", "model"] = Field(
+        default="static",
+        description="Where limits come from: static (the policy file's tiers and clients) or "
+        "model (the registry's champion predicts each active client's bucket at every window "
+        "boundary; clients without history, or all of them while the registry has no champion, "
+        "get their tier's limits from the policy file).",
+    )
+    policy_close_delay_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long after a window's end the service closes it and predicts: events "
+        "reach the online features through the telemetry queue, up to "
+        "telemetry_flush_interval_s after they happen, and a late event is left out.",
+    )
+    governor_enabled: bool = Field(
+        default=True,
+        description="Policy model only: scale every bucket by an AIMD multiplier driven by the "
+        "backend health the ingested telemetry shows (p99 latency vs slo_p99_ms, 5xx share vs "
+        "slo_error_rate).",
+    )
+    governor_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the governor judges the backend's health."
+    )
+    governor_decrease: float = Field(
+        default=0.5, gt=0, lt=1, description="Multiplicative decrease per unhealthy interval."
+    )
+    governor_increase: float = Field(
+        default=0.02, gt=0, le=1, description="Additive recovery per healthy interval."
+    )
+    governor_floor: float = Field(
+        default=0.05, gt=0, le=1, description="The smallest multiplier the governor applies."
+    )
+    governor_hot_grace: int = Field(
+        default=2,
+        ge=0,
+        description="Unhealthy intervals in a row that shrink only the clients above their "
+        "predicted envelope, before everyone's bucket shrinks too.",
+    )
+
+    # -- training (openclaw train) -------------------------------------------------------
+    train_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="`openclaw train` uses the last this many days of the telemetry store.",
+    )
+    train_quantile: float = Field(
+        default=0.9,
+        gt=0,
+        lt=1,
+        description="Quantile of the pinball loss the network is trained with: above 0.5 an "
+        "under-allocation costs more than an over-allocation of the same size.",
+    )
+    train_coverage: float = Field(
+        default=0.95,
+        gt=0,
+        lt=1,
+        description="Calibration target: the share of (client, next window) pairs of the "
+        "held-out slice whose calibrated bucket admits the whole window.",
+    )
+    train_epochs: int | None = Field(
+        default=None,
+        gt=0,
+        description="Passes over the training rows; unset: enough for about 2000 optimiser "
+        "steps, between 5 and 200 passes.",
+    )
+    train_batch_size: int = Field(
+        default=1024,
+        gt=0,
+        description="Rows per optimiser step (fewer on small data sets: at least 16 steps a pass).",
+    )
+    train_learning_rate: float = Field(default=1e-3, gt=0, description="Adam's step size.")
+    train_patience: int = Field(
+        default=20,
+        gt=0,
+        description="Training stops after this many passes without a better validation loss "
+        "(the best pass's weights are kept either way).",
+    )
+    train_min_rate_factor: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Lowest refill-rate factor the calibration may choose. The least "
+        "over-allocation per window is found at ever lower rates with ever larger "
+        "capacities (a per-window quota); buckets that persist across windows need a rate "
+        "near the client's sustained one, so the rate is not cut below this share of the "
+        "predicted one.",
+    )
+    train_hidden: tuple[int, ...] = Field(
+        default=(64, 64),
+        description="Widths of the network's hidden layers (ReLU between them).",
+    )
+    train_seed: int = Field(
+        default=0,
+        ge=0,
+        description="Seed of the weights' initialisation and the row shuffling: the same data "
+        "and seed give the same weights, byte for byte.",
+    )
+    train_threads: int = Field(
+        default=1,
+        gt=0,
+        description="CPU threads torch trains with. The weights are reproducible for a given "
+        "thread count (a different split of a sum rounds differently).",
+    )
+    train_validation_fraction: float = Field(
+        default=0.15,
+        gt=0,
+        lt=1,
+        description="Share of the (time-ordered) pairs held out after the training rows to "
+        "choose the epoch and calibrate.",
+    )
+    train_test_fraction: float = Field(
+        default=0.15,
+        ge=0,
+        lt=1,
+        description="Share of the pairs, the latest ones, held out to report metrics on data "
+        "that neither trained nor calibrated the model (0: none).",
+    )
+
+    # -- evaluation: the backend's SLO and the validation gate (openclaw simulate/validate) --
+    slo_p99_ms: float = Field(
+        default=200.0,
+        gt=0,
+        description="The SLO's latency bound: a second whose completed requests have a p99 "
+        "latency above it is an SLO-violation second (the governor steers by it too).",
+    )
+    slo_error_rate: float = Field(
+        default=0.01,
+        ge=0,
+        lt=1,
+        description="The SLO's error bound: a second in which a larger share of the completed "
+        "requests failed (5xx) is an SLO-violation second.",
+    )
+    gate_trace: Path = Field(
+        default=Path("../shared/data/traces/nasa_19950801.tsv"),
+        description="The trace `openclaw validate` replays when given no --trace (relative to "
+        "the working directory).",
+    )
+    gate_tolerance: float = Field(
+        default=0.005,
+        ge=0,
+        description="How much worse than the baseline a candidate may be before the gate "
+        "fails it: on a share (legitimate requests throttled, abuse admitted, ...) in absolute "
+        "terms (0.005: half a percentage point), on goodput relative to the baseline's.",
+    )
+    gate_tolerance_slo_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="How many more SLO-violation seconds than the baseline a candidate may have.",
+    )
+    gate_max_legit_throttled: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Absolute bound of the gate: the most legitimate requests (share) a "
+        "candidate may throttle in any scenario, whatever the baseline does.",
+    )
+    gate_max_abuse_admitted: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Absolute bound of the gate: the most abusive requests (share) a candidate "
+        "may admit in any scenario with abuse.",
+    )
+    gate_max_slo_violation_s: float = Field(
+        default=1800.0,
+        ge=0,
+        description="Absolute bound of the gate: the most SLO-violation seconds a candidate may "
+        "cause in any scenario's evaluated part.",
+    )

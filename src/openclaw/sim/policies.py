@@ -37,14 +37,17 @@ part (what a new client needs), times the policy's margin. Every finite bucket i
 from __future__ import annotations
 
 import bisect
+import importlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Final, Protocol, cast, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from openclaw.errors import ConfigError
 from openclaw.features.core import FeatureFrame, label_capacity, segmented_envelope
 from openclaw.sim.history import History
 from openclaw.sim.labels import Segments
@@ -473,3 +476,79 @@ def check_policy_names(names: Sequence[str]) -> None:
             )
         if base != name and base in ("none", "oracle"):
             raise ValueError(f"{name!r}: the governor needs a finite, non-oracle base policy")
+
+
+# -- resolving what a command names: a policy, or a model artifact -----------------------
+
+#: Builds a fresh policy for one run from the run's policy settings and its legitimate
+#: segments (only the oracle reads them).
+PolicyBuilder = Callable[[PolicyConfig, Segments], Policy]
+#: Turns a model artifact (a directory) into what the hook takes.
+ModelLoader = Callable[[Path], BucketModel]
+#: The knob of ``PolicyConfig`` a trade-off sweep varies, per base policy.
+SWEEP_KNOBS: Final = {
+    "static": "static_budget",
+    "percentile": "percentile_margin",
+    "persistence": "persistence_margin",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """A policy as a command names it (``resolve_policy``): its label in tables, and how to
+    build a fresh one for each run."""
+
+    name: str
+    build: PolicyBuilder
+    #: The ``PolicyConfig`` field a sweep varies (None: nothing to sweep).
+    knob: str | None = None
+
+
+def default_model_loader(path: Path) -> BucketModel:
+    """``openclaw.model.load_bucket_model(path)``, imported only when a path is named (the
+    model package brings its own dependencies)."""
+    try:
+        module = importlib.import_module("openclaw.model")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("openclaw.model", "openclaw"):
+            raise
+        module = None
+    loader = getattr(module, "load_bucket_model", None)
+    if loader is None:
+        raise ConfigError(
+            f"{path}: a model directory, but no model loader is installed "
+            "(openclaw.model.load_bucket_model)"
+        )
+    return cast(BucketModel, loader(path))
+
+
+def resolve_policy(spec: str, *, model_loader: ModelLoader | None = None) -> PolicySpec:
+    """A policy name (``make_policy``'s) or the path of a model artifact, either with
+    ``+gov`` for the governor. A model is loaded once, here; each run gets a fresh
+    :class:`ModelPolicy` around it, labelled ``model:<directory name>``.
+
+    Raises ValueError for a name that is neither, before any replay runs."""
+    base = spec.removesuffix(GOVERNED_SUFFIX)
+    governed = base != spec
+    if base in BASE_POLICIES:
+        check_policy_names([spec])
+        name = spec
+        return PolicySpec(
+            spec,
+            lambda config, legit: make_policy(name, config=config, legit=legit),
+            SWEEP_KNOBS.get(base),
+        )
+    path = Path(base)
+    if not path.exists():
+        raise ValueError(
+            f"unknown policy {spec!r}: use one of {', '.join(BASE_POLICIES)} (+gov), "
+            "or the path of a model directory"
+        )
+    model = (model_loader or default_model_loader)(path)
+    label = f"model:{path.resolve().name}"
+
+    def build(config: PolicyConfig, legit: Segments) -> Policy:
+        policy: Policy = ModelPolicy(model, config=config, name=label)
+        return Governed(policy, config.governor) if governed else policy
+
+    return PolicySpec(label + (GOVERNED_SUFFIX if governed else ""), build)

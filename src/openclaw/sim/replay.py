@@ -163,6 +163,8 @@ class RunResult:
     attempts: int
     wall_s: float
     timeline: Timeline
+    #: The scenario's injected episode, seconds on the replay's clock (``Demand.episode_s``).
+    episode_s: tuple[float, float] | None = None
 
 
 def _scaled(cap: float, rate: float, m: float) -> tuple[BucketParams, ...]:
@@ -424,6 +426,7 @@ def replay(prepared: Prepared, policy: Policy, config: ReplayConfig) -> RunResul
         attempts=attempts,
         wall_s=time.perf_counter() - wall0,
         timeline=timeline,
+        episode_s=d.episode_s,
     )
 
 

@@ -133,6 +133,8 @@ class Injection:
     relabel: Bool | None = None
     drops: tuple[CapacityDrop, ...] = ()
     note: str = ""
+    #: The injected episode, ``[start, end)`` in epoch microseconds (None: nothing injected).
+    period_us: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,9 @@ class Demand:
     drops: tuple[CapacityDrop, ...]
     #: Response times of the trace (ms, NaN unknown), for the backend's service times.
     observed_ms: npt.NDArray[np.float64]
+    #: The injected episode, ``[start, end)`` in seconds on the replay's clock (None: none),
+    #: for plots and reports; the replay never reads it.
+    episode_s: tuple[float, float] | None = None
 
     def __len__(self) -> int:
         return int(self.ts_us.size)
@@ -220,6 +225,7 @@ def _runaway(ctx: Context, rng: np.random.Generator, cfg: ScenarioConfig) -> Inj
         relabel=relabel,
         note=f"client #{who} at {mult:.0f}x its normal {normal:.3f}/s for {c.windows} windows "
         f"({ts.size} extra requests)",
+        period_us=(start, start + length),
     )
 
 
@@ -238,6 +244,7 @@ def _scraper(ctx: Context, rng: np.random.Generator, cfg: ScenarioConfig) -> Inj
         legit=np.zeros(ts.size, np.bool_),
         note=f"one new client at {c.rate_rps}/s for {length / US / 3600:.1f} h "
         f"({ts.size} requests)",
+        period_us=(start, start + length),
     )
 
 
@@ -257,6 +264,7 @@ def _distributed(ctx: Context, rng: np.random.Generator, cfg: ScenarioConfig) ->
         legit=np.zeros(n, np.bool_),
         note=f"{c.clients} new clients, {total:.0f}/s together ({total / c.clients:.3f}/s each) "
         f"for {length / US / 60:.0f} min ({n} requests)",
+        period_us=(start, start + length),
     )
 
 
@@ -294,6 +302,7 @@ def _flash_crowd(ctx: Context, rng: np.random.Generator, cfg: ScenarioConfig) ->
         legit=np.ones(ts.size, np.bool_),
         note=f"{sessions} sessions ({int(existing.sum())} from existing clients) within "
         f"{length / US / 60:.0f} min ({ts.size} requests)",
+        period_us=(start, start + length),
     )
 
 
@@ -311,6 +320,7 @@ def _capacity_drop(ctx: Context, rng: np.random.Generator, cfg: ScenarioConfig) 
         drops=(drop,),
         note=f"{c.workers} worker(s) at {c.speed}x speed for {length / US / 60:.0f} min "
         f"from {drop.start_s / 3600:.2f} h",
+        period_us=(start, start + length),
     )
 
 
@@ -496,4 +506,7 @@ def build_demand(
         train_status=status[is_train],
         drops=inj.drops,
         observed_ms=response_ms,
+        episode_s=None
+        if inj.period_us is None
+        else ((inj.period_us[0] - split) / US, (inj.period_us[1] - split) / US),
     )
