@@ -11,6 +11,8 @@ limits = [{ capacity = 5, refill_rate = 0.5 }]
 
 [tiers.pro]
 limits = [{ capacity = 200, refill_rate = 50 }]
+# Optional: the range a learned policy (policy_mode = "model") may assign this tier.
+bounds = { min_capacity = 50, max_capacity = 5000, min_refill_rate = 5, max_refill_rate = 500 }
 
 [clients.acme]
 tier = "pro"
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 import tomllib
 from dataclasses import dataclass
@@ -58,9 +61,28 @@ class RouteSpec(_Spec):
     limits: list[LimitSpec] = Field(min_length=1)
 
 
+class BoundsSpec(_Spec):
+    """What a learned policy may assign a tier's clients: every predicted bucket is clipped
+    into ``[min_*, max_*]`` (unset: no bound of the tier's own beyond the model's)."""
+
+    min_capacity: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    max_capacity: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    min_refill_rate: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    max_refill_rate: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BoundsSpec:
+        for what in ("capacity", "refill_rate"):
+            low, high = getattr(self, f"min_{what}"), getattr(self, f"max_{what}")
+            if high is not None and low > high:
+                raise ValueError(f"min_{what} {low:g} is above max_{what} {high:g}")
+        return self
+
+
 class TierSpec(_Spec):
     limits: list[LimitSpec] = Field(min_length=1)
     routes: dict[str, RouteSpec] = Field(default_factory=dict)
+    bounds: BoundsSpec | None = None
 
 
 class ClientSpec(_Spec):
@@ -98,10 +120,32 @@ def _limits(specs: list[LimitSpec]) -> tuple[BucketParams, ...]:
     return tuple(BucketParams(s.capacity, s.refill_rate) for s in specs)
 
 
+def _bounds(spec: BoundsSpec | None) -> TierBounds:
+    if spec is None:
+        return TierBounds()
+    return TierBounds(
+        spec.min_capacity,
+        math.inf if spec.max_capacity is None else spec.max_capacity,
+        spec.min_refill_rate,
+        math.inf if spec.max_refill_rate is None else spec.max_refill_rate,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TierBounds:
+    """A tier's range for learned buckets (``[tiers.X.bounds]``)."""
+
+    min_capacity: float = 0.0
+    max_capacity: float = math.inf
+    min_refill_rate: float = 0.0
+    max_refill_rate: float = math.inf
+
+
 @dataclass(frozen=True, slots=True)
 class Tier:
     limits: tuple[BucketParams, ...]
     routes: dict[str, tuple[BucketParams, ...]]
+    bounds: TierBounds = TierBounds()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +199,7 @@ class StaticPolicy:
             name: Tier(
                 _limits(tier.limits),
                 {route: _limits(r.limits) for route, r in tier.routes.items()},
+                _bounds(tier.bounds),
             )
             for name, tier in spec.tiers.items()
         }

@@ -9,6 +9,7 @@ against the app by the tests.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import math
@@ -32,6 +33,7 @@ from openclaw.errors import RequestError, StoreError
 from openclaw.limiter.base import BucketStore, TakeRequest
 from openclaw.limiter.core import NEVER, BucketParams, Decision
 from openclaw.policy.base import Policy
+from openclaw.policy.learned import describe_params
 from openclaw.service import headers as rl_headers
 from openclaw.service.metrics import Metrics
 from openclaw.service.openapi import openapi_spec
@@ -283,8 +285,8 @@ class Service:
         """The JSON body, None when there is none; 413 past ``max_body_bytes`` without
         reading the rest."""
         body = await read_body(request, self.settings.max_body_bytes)
-        if not body.strip():
-            return None
+        if not body:
+            return None  # whitespace is not "no body": it is not JSON either (400)
         # orjson: about half json.loads's time on a batch, and it refuses what JSON has not
         # (NaN, Infinity, numbers beyond a double, lone surrogates, invalid UTF-8) by itself.
         try:
@@ -454,6 +456,8 @@ class Service:
                 "tier": tier,
                 "policy": {"name": policy.name, "version": policy.version},
                 "limits": limits_body(tier, limits),
+                # source, model_version, window, predicted, governor
+                **describe_params(policy, client_id, route=route),
             }
         )
 
@@ -476,6 +480,10 @@ class Service:
             "status": "ready",
             "policy": {"name": policy.name, "version": policy.version},
         }
+        # The learned policy says which model serves, and why the static policy does if none.
+        status = getattr(self.policies, "status", None)
+        if callable(status):
+            ready["model"] = status()
         if self.telemetry is not None:
             if not await run_in_threadpool(self.telemetry.ping):
                 detail = self.telemetry.last_error
@@ -547,19 +555,27 @@ def create_app(
     *,
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
     telemetry: TelemetryBatcher | None = None,
+    background: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> Starlette:
     """The Rating API on injected dependencies.
 
     The caller owns the store; ``on_shutdown`` callbacks run when the server shuts down
     (after in-flight requests finish), which is where a caller closes what it opened.
     ``telemetry`` is the queue ``POST /api/v1/telemetry`` feeds (the caller closes it, which
-    writes what is buffered); without one that endpoint answers 503.
+    writes what is buffered); without one that endpoint answers 503. ``background`` tasks
+    (the learned policy's window clock) run from start-up and are cancelled at shutdown,
+    before the ``on_shutdown`` callbacks.
     """
     service = Service(settings, store, policy_holder, registry, telemetry=telemetry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tasks = [asyncio.ensure_future(job()) for job in background]
         yield
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for callback in on_shutdown:
             await callback()
 

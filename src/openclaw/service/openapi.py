@@ -145,13 +145,59 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Params": {
         "type": "object",
-        "required": ["client_id", "route", "tier", "policy", "limits"],
+        "required": [
+            "client_id",
+            "route",
+            "tier",
+            "policy",
+            "limits",
+            "source",
+            "model_version",
+            "window",
+            "predicted",
+            "governor",
+        ],
         "properties": {
             "client_id": {"type": "string"},
             "route": {"type": ["string", "null"]},
             "tier": {"type": "string"},
             "policy": _ref("PolicyRef"),
             "limits": {"type": "array", "items": _ref("Limit")},
+            "source": {
+                "type": "string",
+                "enum": ["model", "tier_default", "static_override"],
+                "description": "model: predicted for this client; tier_default: its tier's "
+                "limits (no history, no model, or a route with limits of its own); "
+                "static_override: the client's own limits in the policy file.",
+            },
+            "model_version": {
+                "type": ["string", "null"],
+                "description": "The model that predicted the limits (null: not learned).",
+            },
+            "window": {
+                "type": ["object", "null"],
+                "description": "The window the learned limits were computed for (UTC).",
+                "required": ["start", "end"],
+                "properties": {
+                    "start": {"type": "string", "format": "date-time"},
+                    "end": {"type": "string", "format": "date-time"},
+                },
+            },
+            "predicted": {
+                "type": ["object", "null"],
+                "description": "The learned bucket before the governor scaled it.",
+                "required": ["capacity", "refill_rate"],
+                "properties": {
+                    "capacity": {"type": "number", "minimum": 0},
+                    "refill_rate": {"type": "number", "minimum": 0},
+                },
+            },
+            "governor": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1,
+                "description": "The backend-health multiplier applied to these limits.",
+            },
         },
     },
     "Status": {
@@ -167,6 +213,22 @@ _SCHEMAS: dict[str, Any] = {
                 "properties": {
                     "store": {"type": "string"},
                     "queue_depth": {"type": "integer", "minimum": 0},
+                },
+            },
+            "model": {
+                "type": "object",
+                "description": "policy_mode model: the model serving (null: none, the static "
+                "policy serves, and detail says why), the clients with learned limits, the "
+                "window they apply to, and the governor's multipliers.",
+                "required": ["mode", "serving"],
+                "properties": {
+                    "mode": {"type": "string"},
+                    "registry": {"type": "string"},
+                    "serving": {"type": ["string", "null"]},
+                    "clients": {"type": "integer", "minimum": 0},
+                    "window": {"type": ["string", "null"]},
+                    "governor": {"type": "object"},
+                    "detail": {"type": "string"},
                 },
             },
         },

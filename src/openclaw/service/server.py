@@ -20,6 +20,7 @@ import gc
 import logging
 import signal
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -31,6 +32,7 @@ from starlette.applications import Starlette
 from openclaw.errors import TelemetryStoreError
 from openclaw.features.online import OnlineFeatures
 from openclaw.limiter import BucketStore, create_store
+from openclaw.policy.learned import LearnedPolicy
 from openclaw.policy.static import PolicyHolder
 from openclaw.service.app import create_app
 from openclaw.settings import Settings
@@ -71,6 +73,14 @@ class Built:
     telemetry: TelemetryBatcher
     #: Per-client rolling features of every accepted event, the model's online input.
     online: OnlineFeatures
+    #: policy_mode "model": the learned policy the app serves (``policies`` gives its tier
+    #: defaults); None in policy_mode "static".
+    learned: LearnedPolicy | None = None
+
+    @property
+    def source(self) -> PolicyHolder | LearnedPolicy:
+        """What decides: the learned policy, or the static policy file."""
+        return self.policies if self.learned is None else self.learned
 
 
 def open_telemetry(
@@ -101,16 +111,40 @@ def close_telemetry(batcher: TelemetryBatcher, store: EventStore, *, timeout_s: 
 
 
 def build(
-    settings: Settings, *, on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()
+    settings: Settings,
+    *,
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+    wall_clock: Callable[[], float] = time.time,
+    policy_poll_s: float = 1.0,
 ) -> Built:
     """The app on the stores and policy ``settings`` name, with a registry of its own.
 
     ``on_shutdown`` runs at shutdown before the telemetry queue is written out and the
-    stores close."""
+    stores close. In policy_mode "model", the learned policy's windows follow ``wall_clock``
+    (epoch seconds), looked at least every ``policy_poll_s``."""
     policies = PolicyHolder.from_file(settings.policy_path)
     registry = CollectorRegistry()
     online = OnlineFeatures(settings)
-    telemetry = open_telemetry(settings, registry, observers=[online])
+    learned: LearnedPolicy | None = None
+    observers: list[EventObserver] = [online]
+    background: list[Callable[[], Awaitable[None]]] = []
+    if settings.policy_mode == "model":
+        learned = LearnedPolicy.from_settings(
+            settings, policies, online, metrics=registry, clock=wall_clock
+        )
+        observers = list(learned.observers)
+        if learned.models.model is None:
+            log.warning(
+                "policy_mode model: no champion in %s yet; serving the static policy",
+                settings.model_registry_path,
+            )
+        policy = learned
+
+        async def run_learned() -> None:
+            await policy.run(poll_s=policy_poll_s)
+
+        background.append(run_learned)
+    telemetry = open_telemetry(settings, registry, observers=observers)
     try:
         store = create_store(settings)
     except BaseException:
@@ -125,12 +159,13 @@ def build(
     app = create_app(
         settings,
         store,
-        policies,
+        policies if learned is None else learned,
         registry,
         on_shutdown=[*on_shutdown, close_queue, store.aclose],
         telemetry=telemetry,
+        background=background,
     )
-    return Built(app, store, policies, registry, telemetry, online)
+    return Built(app, store, policies, registry, telemetry, online, learned)
 
 
 def uvicorn_config(app: Starlette, settings: Settings, *, host: str, port: int) -> uvicorn.Config:
@@ -165,7 +200,7 @@ async def serve(settings: Settings, *, host: str, port: int) -> None:
         from openclaw.service.grpc import start_grpc_server
 
         grpc_server, bound = await start_grpc_server(
-            built.store, lambda: built.policies.current, host=host, port=settings.grpc_port
+            built.store, lambda: built.source.current, host=host, port=settings.grpc_port
         )
         grpc_servers.append(grpc_server)
         log.info("Envoy rate-limit service (gRPC) on %s:%d", host, bound)
@@ -173,8 +208,13 @@ async def serve(settings: Settings, *, host: str, port: int) -> None:
     server = uvicorn.Server(uvicorn_config(built.app, settings, host=host, port=port))
     loop = asyncio.get_running_loop()
     watcher: asyncio.Task[None] | None = None
-    if built.policies.path is not None:
+    if built.learned is not None:
+        # The policy file and the champion, predicted again: off the loop, it runs the model.
+        learned = built.learned
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, learned.reload))
+    elif built.policies.path is not None:
         loop.add_signal_handler(signal.SIGHUP, built.policies.reload)
+    if built.policies.path is not None:
         watcher = loop.create_task(_watch_policy(built.policies))
     try:
         await server.serve()

@@ -1,0 +1,299 @@
+"""policy_mode "model" through the real service: real artifacts in a real registry, telemetry
+posted over HTTP on loopback into a DuckDB file, window boundaries from a FakeClock followed
+by the service's own background task."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from openclaw.clock import FakeClock
+from openclaw.model import Registry
+from openclaw.service.server import BackgroundServer, Built, build
+from openclaw.settings import Settings
+from openclaw.testing.models import build_artifact
+
+W = 60.0
+T0 = 29_233_333 * W  # a window start
+K = int(T0 // W)
+TOKEN = "admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+POLICY = """
+default_tier = "free"
+
+[tiers.free]
+limits = [{ capacity = 7, refill_rate = 0.5 }]
+bounds = { min_capacity = 2, max_capacity = 3 }
+"""
+
+
+def iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def register(registry: Registry, tmp: Path, seed: int) -> str:
+    built = build_artifact(tmp / f"build{seed}" / "model-20250801", seed=seed)
+    return registry.register(built.directory)
+
+
+class Service:
+    def __init__(self, tmp: Path, **extra: Any) -> None:
+        (tmp / "policy.toml").write_text(POLICY)
+        values: dict[str, Any] = {
+            "policy_mode": "model",
+            "policy_path": tmp / "policy.toml",
+            "model_registry_path": tmp / "models",
+            "telemetry_url": f"duckdb://{tmp / 'events.duckdb'}",
+            "telemetry_flush_interval_s": 0.05,
+            "window_s": W,
+            "label_horizon_s": 10.0,
+            "policy_close_delay_s": 2.0,
+            "admin_token": TOKEN,
+        }
+        values.update(extra)
+        self.settings = Settings(**values)
+        self.registry = Registry(self.settings.model_registry_path, user="test")
+        self.clock = FakeClock(T0 + 5.0)
+        self.tmp = tmp
+        self._built: Built | None = None
+        self._server: BackgroundServer | None = None
+        self._http: httpx.Client | None = None
+
+    def start(self) -> httpx.Client:
+        self._built = build(self.settings, wall_clock=self.clock, policy_poll_s=0.01)
+        self._server = BackgroundServer(self._built.app, self.settings).start()
+        self._http = httpx.Client(base_url=self._server.url, timeout=10.0)
+        return self._http
+
+    @property
+    def built(self) -> Built:
+        assert self._built is not None
+        return self._built
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.close()
+        if self._server is not None:
+            self._server.stop()
+
+    def post_events(self, http: httpx.Client, client: str, n: int, *, start: float) -> None:
+        body = b"\n".join(
+            orjson.dumps(
+                {
+                    "client_id": client,
+                    "timestamp": start + i * 0.5,
+                    "response_time_ms": 20.0,
+                    "status_code": 200,
+                }
+            )
+            for i in range(n)
+        )
+        answer = http.post(
+            "/api/v1/telemetry", content=body, headers={"Content-Type": "application/x-ndjson"}
+        )
+        assert answer.status_code == 202, answer.text
+        # Through the queue to the observers now, not at the next flush interval.
+        self.built.telemetry.flush()
+
+    def boundary(self, window: int) -> None:
+        """Move the fake clock past ``window``'s end and the close delay; wait for the
+        service's task to publish the table for ``window + 1``."""
+        learned = self.built.learned
+        assert learned is not None
+        self.clock.now = max(self.clock.now, (window + 1) * W + self.settings.policy_close_delay_s)
+        wait_for(lambda: learned.current.window == window + 1)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    svc = Service(tmp_path, enforce=True, model_max_refill_rate=0.01)
+    yield svc
+    svc.stop()
+
+
+def metric(text: str, name: str, labels: dict[str, str]) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+def test_predictions_serve_after_the_boundary_with_their_model_version(service: Service) -> None:
+    v1 = register(service.registry, service.tmp, 1)
+    service.registry.promote(v1, reason="test")
+    http = service.start()
+    ready = http.get("/readyz").json()
+    assert ready["model"]["serving"] == v1
+    assert ready["policy"] == {"name": "model", "version": v1}
+    before = http.get("/api/v1/params/alice").json()
+    assert before["source"] == "tier_default"
+    assert before["model_version"] is None
+    assert before["limits"][0]["capacity"] == 7
+
+    service.post_events(http, "alice", 40, start=T0 + 1)
+    service.boundary(K)
+    params = http.get("/api/v1/params/alice").json()
+    assert params["source"] == "model"
+    assert params["model_version"] == v1
+    assert params["policy"] == {"name": "model", "version": v1}
+    assert params["window"] == {"start": iso((K + 1) * W), "end": iso((K + 2) * W)}
+    (limit,) = params["limits"]
+    # The tier's bounds [2, 3] and the model's refill cap 0.01 hold, whatever was predicted.
+    assert 2.0 <= limit["capacity"] <= 3.0
+    assert limit["refill_rate"] <= 0.01
+    assert params["predicted"] == {
+        "capacity": limit["capacity"],
+        "refill_rate": limit["refill_rate"],
+    }
+    assert http.get("/api/v1/params/bob").json()["source"] == "tier_default"
+
+    # Decisions on the learned bucket: a few allowed, then 429 on an empty bucket.
+    codes = [http.get("/api/v1/rate", params={"client_id": "alice"}).status_code for _ in range(5)]
+    assert codes.count(200) == int(limit["capacity"])
+    assert codes[-1] == 429
+    text = http.get("/metrics").text
+    labels = {"policy": "model", "model_version": v1}
+    assert metric(text, "openclaw_decisions_total", {**labels, "result": "allowed"}) == int(
+        limit["capacity"]
+    )
+    assert metric(text, "openclaw_bucket_underflow_total", labels) == 5 - int(limit["capacity"])
+
+    # Window K+1 (alice active) closes: its prediction error is observed under v1.
+    service.post_events(http, "alice", 10, start=(K + 1) * W + 1)
+    service.boundary(K + 1)
+    text = http.get("/metrics").text
+    for param in ("capacity", "refill_rate"):
+        count = metric(
+            text, "openclaw_prediction_error_count", {"model_version": v1, "param": param}
+        )
+        assert count == 1.0
+    assert metric(text, "openclaw_policy_windows_total", {}) == 2.0
+
+
+def test_without_a_champion_the_service_serves_the_static_policy_and_says_so(
+    service: Service,
+) -> None:
+    http = service.start()
+    ready = http.get("/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["policy"]["name"] == "static"
+    assert body["model"]["serving"] is None
+    assert "serving the static policy" in body["model"]["detail"]
+    service.post_events(http, "alice", 10, start=T0 + 1)
+    service.boundary(K)
+    params = http.get("/api/v1/params/alice").json()
+    assert params["source"] == "tier_default"
+    assert params["limits"][0]["capacity"] == 7
+
+    # A champion promoted later is picked up at the admin reload.
+    v1 = register(service.registry, service.tmp, 1)
+    service.registry.promote(v1, reason="first")
+    answer = http.post("/api/v1/admin/reload", headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["policy"] == {"name": "model", "version": v1}
+    assert http.get("/api/v1/params/alice").json()["model_version"] == v1
+
+
+def test_hot_reload_under_steady_requests_never_fails_one(tmp_path: Path) -> None:
+    svc = Service(tmp_path)  # enforce off: a denial is a 200 too, so only failures show
+    try:
+        v1 = register(svc.registry, tmp_path, 1)
+        v2 = register(svc.registry, tmp_path, 2)
+        svc.registry.promote(v1, reason="test")
+        http = svc.start()
+        svc.post_events(http, "alice", 40, start=T0 + 1)
+        svc.boundary(K)
+
+        learned = svc.built.learned
+        assert learned is not None
+        stop = threading.Event()
+        statuses: list[int] = []
+        versions: set[str] = set()
+
+        def steady() -> None:
+            with httpx.Client(base_url=str(http.base_url), timeout=10.0) as client:
+                while not stop.is_set():
+                    for path in ("/api/v1/rate?client_id=alice", "/api/v1/params/alice"):
+                        answer = client.get(path)
+                        statuses.append(answer.status_code)
+                        if answer.status_code == 200:
+                            versions.add(answer.json()["policy"]["version"])
+
+        worker = threading.Thread(target=steady)
+        worker.start()
+        try:
+            for i in range(6):
+                target = v2 if i % 2 == 0 else v1
+                svc.registry.promote(target, reason=f"swap {i}")
+                if i < 3:  # through the admin endpoint ...
+                    answer = http.post("/api/v1/admin/reload", headers=AUTH)
+                    assert answer.status_code == 200, answer.text
+                else:  # ... or at the next boundary, where the service checks the alias
+                    svc.post_events(http, "alice", 20, start=(K + i - 2) * W + 1)
+                    svc.boundary(K + i - 2)
+                wait_for(lambda t=target: learned.current.version == t)  # type: ignore[misc]
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            worker.join()
+        assert len(statuses) > 50
+        assert {s for s in statuses if s != 200} == set()
+        assert versions == {v1, v2}
+        assert http.get("/api/v1/params/alice").json()["model_version"] == v1  # the last swap
+        text = http.get("/metrics").text
+        assert metric(text, "openclaw_model_reloads_total", {}) == 7.0
+    finally:
+        svc.stop()
+
+
+def test_a_corrupt_champion_keeps_the_old_model_serving(service: Service) -> None:
+    v1 = register(service.registry, service.tmp, 1)
+    bad = register(service.registry, service.tmp, 2)
+    service.registry.promote(v1, reason="good")
+    http = service.start()
+    service.post_events(http, "alice", 40, start=T0 + 1)
+    service.boundary(K)
+    assert http.get("/api/v1/params/alice").json()["model_version"] == v1
+
+    # Promotion verifies the version; it is corrupted after (a disk error, a hand edit).
+    service.registry.promote(bad, reason="next")
+    weights = service.registry.path_of(bad) / "weights.safetensors"
+    weights.chmod(0o644)
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\xff\xff\xff\xff")
+    answer = http.post("/api/v1/admin/reload", headers=AUTH)
+    assert answer.status_code == 409
+    body = answer.json()
+    assert f"champion {bad} could not be loaded" in body["reason"]
+    assert f"still serving {v1}" in body["reason"]
+    assert body["policy"] == {"name": "model", "version": v1}
+    params = http.get("/api/v1/params/alice").json()
+    assert params["source"] == "model"
+    assert params["model_version"] == v1
+    assert http.get("/api/v1/rate", params={"client_id": "alice"}).status_code == 200
+    text = http.get("/metrics").text
+    assert metric(text, "openclaw_model_load_failures_total", {"reason": "checksum"}) == 1.0
+    # The next boundary keeps v1 too (and does not count the same failure again).
+    service.post_events(http, "alice", 10, start=(K + 1) * W + 1)
+    service.boundary(K + 1)
+    assert http.get("/api/v1/params/alice").json()["model_version"] == v1
+    assert http.get("/readyz").json()["model"]["serving"] == v1
