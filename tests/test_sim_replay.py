@@ -213,6 +213,38 @@ def test_the_model_hook_fed_by_the_feature_code_reproduces_persistence(
     assert run_metrics(by_hook).legit_throttled > 0  # not vacuous
 
 
+class ShareRecorder:
+    """Records the traffic shares the hook feeds it; predicts nothing useful."""
+
+    def __init__(self) -> None:
+        self.shares: list[npt.NDArray[np.float64]] = []
+
+    def predict(
+        self, features: FeatureFrame
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        self.shares.append(features.column("traffic_share").copy())
+        return np.full(len(features), 1e6), np.full(len(features), 1e6)
+
+
+def test_the_model_sees_traffic_shares_of_one_copy_in_an_amplified_replay(
+    trace: Trace,
+) -> None:
+    """Amplified k times, each client's share of a window's traffic is k times smaller than
+    in the trace a model trains on; the hook scales it back."""
+    means = []
+    for k in (1, 4):
+        prep, config = prepared(trace, calibrate(trace, window_s=W, amplify=k), "trace")
+        model = ShareRecorder()
+        replay(prep, ModelPolicy(model, config=config.policy), config)
+        shares = np.concatenate(model.shares)
+        assert shares.size
+        assert np.all((shares > 0) & (shares <= 1))
+        means.append(float(shares.mean()))
+    # The copies are shifted in time, so windows do not hold exactly k of everything.
+    assert means[1] == pytest.approx(means[0], rel=0.35)
+    assert means[1] > 2 * means[0] / 4
+
+
 def test_a_model_returning_garbage_is_refused(trace: Trace, small: Calibration) -> None:
     class Broken:
         def predict(

@@ -45,11 +45,16 @@ class History:
         horizon_us: int,
         train: Segments,
         last_train: Attempts | None = None,
+        traffic_scale: float = 1.0,
     ) -> None:
         self.names = names
         self.window_us = window_us
         self.horizon_us = horizon_us
         self.train = train
+        #: ``traffic_share`` is multiplied by this (the trace's copies in an amplified replay):
+        #: a model trained on the trace saw each client's share of one copy's traffic, not of
+        #: k copies' (k times smaller), so without it every share it is fed is off by k.
+        self.traffic_scale = traffic_scale
         self._windows = train.per_window()
         self._pending: list[Attempts] = []
         #: The training part's last window, so the first evaluated window has features too.
@@ -74,6 +79,7 @@ class History:
         ts_us: I64,
         client: I64,
         status: npt.NDArray[np.int16],
+        traffic_scale: float = 1.0,
     ) -> History:
         """The history before the first evaluated window, from the training requests."""
         last = None
@@ -88,7 +94,12 @@ class History:
                 latency_ms=[math.nan] * int(inside.sum()),
             )
         return cls(
-            names=names, window_us=window_us, horizon_us=horizon_us, train=train, last_train=last
+            names=names,
+            window_us=window_us,
+            horizon_us=horizon_us,
+            train=train,
+            last_train=last,
+            traffic_scale=traffic_scale,
         )
 
     @property
@@ -153,4 +164,8 @@ class History:
         )
         seen = {self.names[c]: us for c, us in self._first_seen.items()}
         agg, ts = aggregate_events(batch, window_us=self.window_us, first_seen_us=seen)
-        return assemble(agg, ts, window_us=self.window_us, horizon_us=self.horizon_us)
+        frame = assemble(agg, ts, window_us=self.window_us, horizon_us=self.horizon_us)
+        if self.traffic_scale != 1.0:
+            share = frame.feature_names.index("traffic_share")
+            frame.X[:, share] = np.minimum(frame.X[:, share] * self.traffic_scale, 1.0)
+        return frame

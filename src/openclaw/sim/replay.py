@@ -196,6 +196,7 @@ def replay(prepared: Prepared, policy: Policy, config: ReplayConfig) -> RunResul
         ts_us=d.train_ts_us,
         client=d.train_client,
         status=d.train_status,
+        traffic_scale=d.amplify,
     )
     policy.begin(history)
 

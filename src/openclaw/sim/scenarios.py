@@ -167,6 +167,9 @@ class Demand:
     #: The injected episode, ``[start, end)`` in seconds on the replay's clock (None: none),
     #: for plots and reports; the replay never reads it.
     episode_s: tuple[float, float] | None = None
+    #: Copies of the trace superposed (``calibrate``): the model hook divides each window's
+    #: total by it, so ``traffic_share`` means what it meant in the unamplified training data.
+    amplify: int = 1
 
     def __len__(self) -> int:
         return int(self.ts_us.size)
@@ -503,6 +506,7 @@ def build_demand(
         train=train,
         train_ts_us=ts[is_train],
         train_client=client[is_train],
+        amplify=calibration.amplify,
         train_status=status[is_train],
         drops=inj.drops,
         observed_ms=response_ms,
