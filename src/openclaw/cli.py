@@ -24,6 +24,12 @@ bench_app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 
 
+def _fail(command: str, exc: Exception) -> typer.Exit:
+    """The one way a command reports an error it expects: one line naming the command, exit 2."""
+    typer.echo(f"openclaw {command}: {exc}", err=True)
+    return typer.Exit(2)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"openclaw {__version__}")
@@ -71,8 +77,7 @@ def bench_limiter(
     try:
         run(options, command=command_line(sys.argv))
     except OpenClawError as exc:
-        typer.echo(f"openclaw bench limiter: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("bench limiter", exc) from exc
 
 
 @bench_app.command("grpc")
@@ -102,8 +107,7 @@ def bench_grpc(
             generator=generator,
         )
     except OpenClawError as exc:
-        typer.echo(f"openclaw bench grpc: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("bench grpc", exc) from exc
 
 
 @bench_app.command("http")
@@ -150,8 +154,7 @@ def bench_http(
     try:
         run_http(options, command=http_command_line(sys.argv))
     except OpenClawError as exc:
-        typer.echo(f"openclaw bench http: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("bench http", exc) from exc
 
 
 @bench_app.command("ingest")
@@ -189,8 +192,7 @@ def bench_ingest(
     try:
         run_ingest(options, command=ingest_command_line(sys.argv))
     except OpenClawError as exc:
-        typer.echo(f"openclaw bench ingest: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("bench ingest", exc) from exc
 
 
 @bench_app.command("features")
@@ -225,8 +227,7 @@ def bench_features(
     try:
         run_features(options, command=command_line(sys.argv))
     except OpenClawError as exc:
-        typer.echo(f"openclaw bench features: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("bench features", exc) from exc
 
 
 @app.command("features")
@@ -298,8 +299,7 @@ def features(
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     except (OpenClawError, OSError) as exc:
-        typer.echo(f"openclaw features: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("features", exc) from exc
     span = ""
     if summary.first_window_start_us is not None and summary.last_window_start_us is not None:
         from datetime import UTC, datetime
@@ -414,8 +414,7 @@ def ingest(
             status_console=Console(stderr=True),
         )
     except (IngestError, ConfigError) as exc:
-        typer.echo(f"openclaw ingest: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("ingest", exc) from exc
     except OpenClawError as exc:
         typer.echo(f"openclaw ingest: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -449,8 +448,7 @@ def _ingest_stream(
             progress=lambda line: typer.echo(line, err=True),
         )
     except (IngestError, ConfigError) as exc:
-        typer.echo(f"openclaw ingest: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("ingest", exc) from exc
     except OpenClawError as exc:
         typer.echo(f"openclaw ingest: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -569,8 +567,7 @@ def generate_traffic(
                 progress=lambda k: bar.advance(task, k),
             )
     except OpenClawError as exc:
-        typer.echo(f"openclaw generate: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("generate", exc) from exc
     where = out or store or "nowhere (report only)"
     stored = "" if summary.stored is None else f" ({summary.stored:,} new in the store)"
     rate = summary.events / max(summary.generate_s, 1e-9)
@@ -611,8 +608,7 @@ def bench_telemetry_http(
     try:
         run_telemetry(options, command=command_line(sys.argv))
     except OpenClawError as exc:
-        typer.echo(f"openclaw bench telemetry-http: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("bench telemetry-http", exc) from exc
 
 
 @app.command("serve")
@@ -660,8 +656,7 @@ def serve(
             run_server(settings, host=host or settings.http_host, port=port or settings.http_port)
         )
     except OpenClawError as exc:
-        typer.echo(f"openclaw serve: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("serve", exc) from exc
 
 
 @app.command("simulate")
@@ -738,8 +733,7 @@ def simulate(
         console = Console(width=None if sys.stdout.isatty() else 200)
         run(options, settings=Settings(), argv=sys.argv, console=console)
     except (OpenClawError, ValueError, OSError) as exc:
-        typer.echo(f"openclaw simulate: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("simulate", exc) from exc
 
 
 @app.command("validate")
@@ -804,8 +798,7 @@ def validate(
         console = Console(width=None if sys.stdout.isatty() else 200)
         verdict = run_gate(options, settings=Settings(), argv=sys.argv, console=console)
     except (OpenClawError, ValueError, OSError) as exc:
-        typer.echo(f"openclaw validate: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("validate", exc) from exc
     if not verdict.passed:
         raise typer.Exit(FAILED_EXIT)
 
@@ -860,8 +853,7 @@ def bench_sim(
     try:
         run_sim(options, command=command_line(sys.argv))
     except (OpenClawError, ValueError, OSError) as exc:
-        typer.echo(f"openclaw bench sim: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("bench sim", exc) from exc
 
 
 # -- training: openclaw train | bench train --------------------------------------------------
@@ -943,8 +935,7 @@ def train(
         )
         report = run_train(options, settings=settings, status_console=Console(stderr=True))
     except (OpenClawError, OSError) as exc:
-        typer.echo(f"openclaw train: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("train", exc) from exc
     render_report(Console(width=None if sys.stdout.isatty() else 200), report)
 
 
@@ -977,8 +968,7 @@ def bench_train(
     try:
         run_train_bench(options, command=command_line(sys.argv))
     except (OpenClawError, OSError) as exc:
-        typer.echo(f"openclaw bench train: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("bench train", exc) from exc
 
 
 @bench_app.command("model")
@@ -1026,8 +1016,7 @@ def bench_model(
     try:
         run_model_bench(options, command=command_line(sys.argv))
     except (OpenClawError, OSError, RuntimeError) as exc:
-        typer.echo(f"openclaw bench model: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("bench model", exc) from exc
 
 
 # -- the model registry: openclaw models | promote | rollback -------------------------------
@@ -1043,11 +1032,6 @@ RegistryOption = Annotated[
         "--registry", help="Registry directory (default: OPENCLAW_MODEL_REGISTRY_PATH, ./models)."
     ),
 ]
-
-
-def _fail(command: str, exc: Exception) -> typer.Exit:
-    typer.echo(f"openclaw {command}: {exc}", err=True)
-    return typer.Exit(2)
 
 
 @models_app.callback()
