@@ -166,6 +166,7 @@ class RedisStore:
         self._sync: Any = None
         self._async: AsyncRedis | AsyncRedisCluster | None = None
         self._async_loop: asyncio.AbstractEventLoop | None = None
+        self._conn: Any = None  # the asyncio client's connection the drain uses
         # Requests waiting for the next round trip, in parts of at most redis_max_batch
         # with one future each: a batch is not a thousand futures.
         self._pending: list[tuple[list[TakeRequest], asyncio.Future[list[Decision]]]] = []
@@ -185,6 +186,7 @@ class RedisStore:
         )
         self._noscript: type[BaseException] = rexc.NoScriptError
         self._redis_error: type[BaseException] = rexc.RedisError
+        self._response_error: type[BaseException] = rexc.ResponseError
         #: Round trips that failed, and decisions made by failure_mode instead of Redis.
         self.failures = 0
         self.fallback_decisions = 0
@@ -224,7 +226,15 @@ class RedisStore:
         return decisions
 
     async def atake(self, key: str, limits: Limits, *, cost: float = 1.0) -> Decision:
-        (future,) = self._enqueue([TakeRequest.of(key, limits, cost=cost)])
+        # _enqueue for one request, inlined: this is the per-request path of the service.
+        request = TakeRequest.of(key, limits, cost=cost)
+        loop = asyncio.get_running_loop()
+        if self._async_loop is not loop:
+            self._bind_loop(loop)
+        future: asyncio.Future[list[Decision]] = loop.create_future()
+        self._pending.append(([request], future))
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain())
         return (await future)[0]
 
     async def atake_many(self, requests: Sequence[TakeRequest]) -> list[Decision]:
@@ -296,6 +306,9 @@ class RedisStore:
                 await asyncio.sleep(0)
                 await asyncio.gather(*(n.disconnect() for n in nodes), return_exceptions=True)
             else:
+                if self._conn is not None:
+                    await self._async.connection_pool.release(self._conn)
+                    self._conn = None
                 await self._async.aclose()
             self._async = None
         self.close()
@@ -427,6 +440,7 @@ class RedisStore:
         # gets a new client rather than a confusing "attached to a different loop" error.
         if self._async_loop is not loop:
             self._async = None
+            self._conn = None
             self._async_loop = loop
             self._pending = []
             self._drainer = None
@@ -493,10 +507,52 @@ class RedisStore:
     async def _run_async(self, requests: Sequence[TakeRequest]) -> list[Decision]:
         client = self._async_client()
         calls, order = self._calls(requests, None)
-        pipe = _pipeline(client, "EVALSHA", SCRIPT_SHA, calls)
-        replies = await pipe.execute(raise_on_error=False)
+        if self._cluster:
+            pipe = _pipeline(client, "EVALSHA", SCRIPT_SHA, calls)
+            replies = await pipe.execute(raise_on_error=False)
+        else:
+            replies = await self._round_trip(client, "EVALSHA", SCRIPT_SHA, calls)
         missing = self._missing_script(replies)
         if missing:
-            retry = _pipeline(client, "EVAL", SCRIPT, [calls[i] for i in missing])
-            _merge(replies, missing, await retry.execute(raise_on_error=False))
+            retried = [calls[i] for i in missing]
+            if self._cluster:
+                retry = await _pipeline(client, "EVAL", SCRIPT, retried).execute(
+                    raise_on_error=False
+                )
+            else:
+                retry = await self._round_trip(client, "EVAL", SCRIPT, retried)
+            _merge(replies, missing, retry)
         return self._flatten(order, replies)
+
+    async def _round_trip(
+        self, client: Any, command: str, script: str, calls: list[list[Any]]
+    ) -> list[Any]:
+        """What ``pipeline(transaction=False).execute(raise_on_error=False)`` does, on one
+        server, without the pipeline: its command stack, retry wrapper, metrics hooks and
+        response callbacks cost more than the decisions of a typical round trip. Still
+        redis-py's pool, connection, parser, timeouts and error types: a failed send or
+        read disconnects the connection and raises ConnectionError or TimeoutError."""
+        conn = self._conn
+        if conn is None:
+            # Round trips are one at a time (the drain), so one connection, kept out of the
+            # pool for the client's life, serves them all; a send reconnects it if an error
+            # or a cancellation closed it.
+            conn = self._conn = await client.connection_pool.get_connection()
+        packed = conn.pack_commands([(command, script, *call) for call in calls])
+        writer = conn._writer
+        if writer is not None and not writer.transport.is_closing():
+            # The socket takes a round trip's bytes at once (the transport buffers them):
+            # redis-py's send would start a task (wait_for) to time out a wait that does not
+            # happen. Only a full buffer waits, under the same timeout and errors.
+            writer.writelines(packed)
+            if writer.transport.get_write_buffer_size() > 0:
+                await conn.send_packed_command([], check_health=False)
+        else:
+            await conn.send_packed_command(packed, check_health=False)
+        replies: list[Any] = []
+        for _ in calls:
+            try:
+                replies.append(await conn.read_response())
+            except self._response_error as exc:  # read whole: the stream stays in step
+                replies.append(exc)
+        return replies

@@ -91,6 +91,22 @@ def error_response(
     return json_response({"error": code, "reason": reason}, status, headers)
 
 
+def query_fields(raw: bytes) -> dict[str, object]:
+    """What ``dict(request.query_params)`` gives (the last value of a repeated name wins),
+    without building Starlette's multidict: a tenth of a decision's time otherwise."""
+    text = raw.decode("latin-1")
+    if "%" in text or "+" in text:
+        return dict(parse_qsl(text, keep_blank_values=True))
+    # Nothing to unquote, the usual case: parse_qsl's result, a fifth of its time (it
+    # unquotes every name and value).
+    fields: dict[str, object] = {}
+    for part in text.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            fields[name] = value
+    return fields
+
+
 def finite_or_none(value: float) -> float | None:
     return None if value == NEVER or math.isnan(value) else value
 
@@ -304,11 +320,7 @@ class Service:
     # -- decisions -------------------------------------------------------------------
 
     async def rate(self, request: Request) -> Response:
-        # What dict(request.query_params) gives (the last value of a repeated name wins),
-        # without building Starlette's multidict: a tenth of a decision's time otherwise.
-        fields: dict[str, object] = dict(
-            parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
-        )
+        fields = query_fields(request.scope["query_string"])
         if request.method == "POST":
             body = await self.read_object(request)
             if body is not None:
