@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,4 +155,40 @@ def test_async_decisions_recover_too(own_redis: RedisServer, clock: FakeClock) -
     before, during, after = asyncio.run(scenario())
     assert before == [True, True, True, False, False]
     assert during == [False] * 5
+    assert after == [True, True, True, False, False]
+
+
+def test_async_decisions_on_a_frozen_server_time_out_then_recover(
+    own_redis: RedisServer, clock: FakeClock
+) -> None:
+    """The asyncio path (one held connection, a direct write, coalesced round trips) keeps
+    the millisecond timeout: a stopped server costs one timeout, not a hang, and the held
+    connection is replaced once the server answers again."""
+    store = make_store(own_redis.url, "closed", clock)
+    assert own_redis.proc is not None
+    pid = own_redis.proc.pid
+
+    async def burst(key: str) -> list[bool]:
+        return allowed(await asyncio.gather(*(store.atake(key, SLOW) for _ in range(5))))
+
+    async def scenario() -> tuple[list[bool], list[bool], float, list[bool]]:
+        before = await burst("a")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.perf_counter()
+            during = await burst("b")
+            took = time.perf_counter() - started
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        clock.advance(RETRY_S)
+        after = await burst("c")
+        await store.aclose()
+        return before, during, took, after
+
+    before, during, took, after = asyncio.run(scenario())
+    assert before == [True, True, True, False, False]
+    assert during == [False] * 5  # closed: denied while frozen
+    assert took < 2.0  # one 100 ms timeout (generous for a loaded machine), not a hang
+    assert store.last_error is not None
+    assert "Timeout" in store.last_error
     assert after == [True, True, True, False, False]
