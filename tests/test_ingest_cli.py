@@ -9,9 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from typer.testing import CliRunner
 
-from openclaw.cli import app
 from openclaw.errors import IngestError, TelemetryStoreError
 from openclaw.settings import Settings
 from openclaw.telemetry.base import EventStore
@@ -19,6 +17,7 @@ from openclaw.telemetry.events import Event, EventBatch
 from openclaw.telemetry.ingest import ingest_file, redact
 from openclaw.telemetry.parsers import Format
 from openclaw.telemetry.stores import open_event_store
+from openclaw.testing.cli import invoke
 from openclaw.testing.clickhouse import ClickHouseServer
 from openclaw.testing.traces import TRACES
 
@@ -31,14 +30,9 @@ TRACE_FILES = [
     ("apache_combined_sample.log", "clf", 10_000, 10_000, 0),
 ]
 
-runner = CliRunner()
-
 
 def ingest(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, ["ingest", *args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
+    return invoke("ingest", *args)
 
 
 def summary_value(output: str, label: str) -> int:

@@ -5,20 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from openclaw.cli import app
+from openclaw.testing.cli import invoke
 from openclaw.testing.traces import TRACES
 
 HEAD = TRACES / "nasa_19950701_head.tsv"
-runner = CliRunner()
 
 
 def bench_sim(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, ["bench", "sim", *args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
+    return invoke("bench", "sim", *args)
 
 
 def test_bench_sim_measures_the_replay_against_the_bare_engine(tmp_path: Path) -> None:

@@ -5,20 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from openclaw.cli import app
+from openclaw.testing.cli import invoke
 from openclaw.testing.traces import TRACES
 
 HEAD = TRACES / "nasa_19950701_head.tsv"
-runner = CliRunner()
 
 
 def simulate(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, ["simulate", *args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
+    return invoke("simulate", *args)
 
 
 def test_simulate_prints_the_metrics_table_and_writes_json(tmp_path: Path) -> None:

@@ -11,28 +11,23 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
-from typer.testing import CliRunner
 
-from openclaw.cli import app
 from openclaw.features.core import FeatureFrame
 from openclaw.sim.report import _binned, keep_for_report, timeline_policies
 from openclaw.sim.run import SimConfig, run_grid
 from openclaw.sim.scenarios import SCENARIOS, build_demand, calibrate
 from openclaw.sim.trace import Trace, load_trace
+from openclaw.testing.cli import invoke
 from openclaw.testing.traces import TRACES
 
 HEAD = TRACES / "nasa_19950701_head.tsv"
 SCENARIOS_RUN = ("scraper", "capacity_drop")
 POLICIES_RUN = ("none", "static", "static+gov", "oracle")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-runner = CliRunner()
 
 
 def simulate(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, ["simulate", *args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
+    return invoke("simulate", *args)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
-from typer.testing import CliRunner
 
-from openclaw.cli import app
 from openclaw.errors import ConfigError
 from openclaw.features.core import FeatureFrame
 from openclaw.settings import Settings
@@ -21,18 +19,15 @@ from openclaw.sim.policies import Governed, ModelPolicy, PolicyConfig, resolve_p
 from openclaw.sim.run import run_grid, sim_config
 from openclaw.sim.trace import load_trace
 from openclaw.sim.validate import GateConfig, Options, judge, replay_both
+from openclaw.testing.cli import invoke
 from openclaw.testing.traces import TRACES
 
 HEAD = TRACES / "nasa_19950701_head.tsv"
 SMALL = ("--trace", str(HEAD), "--amplify", "2", "--seed", "0", "--seed", "1")
-runner = CliRunner()
 
 
 def validate(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    result = runner.invoke(app, ["validate", *args], env=env)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
+    return invoke("validate", *args, env=env)
 
 
 def fail_lines(stdout: str) -> list[str]:

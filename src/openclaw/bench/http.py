@@ -664,10 +664,9 @@ def to_json(reports: Sequence[StoreReport], options: Options, command: str) -> d
             for name, runs in rounds.runs.items()
         }
 
-    m = machine()
     return {
         "command": command,
-        "machine": {"nproc": m.nproc, "python": m.python, "platform": m.platform},
+        "machine": machine().to_json(),
         "options": {
             "seconds": options.seconds,
             "fixed_seconds": options.fixed_seconds,

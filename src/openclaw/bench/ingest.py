@@ -44,6 +44,7 @@ from rich.text import Text
 
 from openclaw.bench.limiter import (
     command_line,
+    cpu_seconds,
     machine,
     print_line,
     report_console,
@@ -207,12 +208,6 @@ def build_workload(trace: Path, lines: int, workdir: Path) -> Workload:
 
 
 # -- measuring ----------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _children_cpu() -> float:

@@ -158,6 +158,16 @@ class Machine:
     def libraries(self) -> str:
         return ", ".join(f"{name} {version}" for name, version in self.versions)
 
+    def to_json(self) -> dict[str, Any]:
+        """The machine as every benchmark's ``--json`` file records it."""
+        return {
+            "nproc": self.nproc,
+            "python": self.python,
+            "platform": self.platform,
+            "compiled": self.compiled,
+            "versions": dict(self.versions),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class TableReport:
@@ -190,13 +200,7 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {
             "command": self.command,
-            "machine": {
-                "nproc": self.machine.nproc,
-                "python": self.machine.python,
-                "platform": self.machine.platform,
-                "compiled": self.machine.compiled,
-                "versions": dict(self.machine.versions),
-            },
+            "machine": self.machine.to_json(),
             "duration_s": self.duration_s,
             "rounds": self.rounds,
             "redis": self.redis,
@@ -865,6 +869,12 @@ def machine() -> Machine:
         compiled=not (memory.__file__ or "").endswith(".py"),
         versions=tuple(versions),
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def command_line(argv: Sequence[str]) -> str:

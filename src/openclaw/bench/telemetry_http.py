@@ -36,9 +36,9 @@ from rich.table import Table
 from rich.text import Text
 
 from openclaw.bench.http import WRK_DONE, find_wrk, run_wrk, serve_process
-from openclaw.bench.ingest import cpu_seconds
 from openclaw.bench.limiter import (
     command_line,
+    cpu_seconds,
     machine,
     print_line,
     report_console,
@@ -426,10 +426,9 @@ def render(console: Console, results: Results, options: Options, command: str) -
 
 
 def to_json(results: Results, options: Options, command: str) -> dict[str, Any]:
-    m = machine()
     return {
         "command": command,
-        "machine": {"nproc": m.nproc, "python": m.python, "platform": m.platform},
+        "machine": machine().to_json(),
         "options": {
             "seconds": options.seconds,
             "rounds": options.rounds,
