@@ -9,16 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from openclaw.features.core import window_label
+from openclaw.policy.governor import GovernorConfig, GovernorState, p99_breaks
 from openclaw.sim.labels import segment
 from openclaw.sim.policies import (
     Allocation,
-    GovernorConfig,
-    GovernorState,
     _quantile,
     check_policy_names,
     fit_static,
     make_policy,
-    p99_breaks,
 )
 
 US = 1_000_000

@@ -26,8 +26,8 @@ limits from the policy file, as do all clients while the registry has no loadabl
 Routes: a route with limits of its own in the client's tier keeps them (the model predicts one
 bucket per client, not per route); any other route is charged to the learned bucket.
 
-The governor (:class:`~openclaw.sim.policies.GovernorState`, the simulator's AIMD core, reused
-as is): every ``governor_interval_s`` the requests the telemetry reported since the last look
+The governor (:class:`~openclaw.policy.governor.GovernorState`, the AIMD core the simulator
+runs too): every ``governor_interval_s`` the requests the telemetry reported since the last look
 are judged against the SLO (nearest-rank p99 of ``response_time_ms`` above ``slo_p99_ms``, or a
 5xx share above ``slo_error_rate``). Unhealthy: clients running above their predicted envelope
 (more arrivals so far in the window than ``b + r t``) have their multiplier halved (by
@@ -67,9 +67,9 @@ from openclaw.model.holder import ModelHolder
 from openclaw.model.predictor import BucketPredictor, OutputBounds
 from openclaw.model.registry import Registry
 from openclaw.policy.base import Policy
+from openclaw.policy.governor import GovernorConfig, GovernorState
 from openclaw.policy.static import ClientRule, PolicyHolder, StaticPolicy, Tier
 from openclaw.settings import Settings
-from openclaw.sim.policies import GovernorConfig, GovernorState
 from openclaw.telemetry.events import EventBatch
 
 LOG: Final = logging.getLogger("openclaw.policy.learned")

@@ -49,6 +49,7 @@ import numpy.typing as npt
 
 from openclaw.errors import ConfigError
 from openclaw.features.core import FeatureFrame, label_capacity, segmented_envelope
+from openclaw.policy.governor import GovernorConfig
 from openclaw.sim.history import History
 from openclaw.sim.labels import Segments
 
@@ -110,25 +111,6 @@ class BucketModel(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class GovernorConfig:
-    """AIMD on backend health, checked every ``interval_s`` on the requests completed in it.
-
-    Unhealthy (p99 above the SLO or error rate above the bound): the multiplier of clients
-    running above their envelope (more requests in this window than their bucket admits at
-    its own rate, ``b + r t``) is multiplied by ``decrease``; after ``hot_grace`` unhealthy
-    intervals in a row, everyone's is too. Healthy: both recover by ``increase`` per
-    interval, up to 1. A multiplier scales capacity and rate alike, never below ``floor`` (nor
-    a capacity below one request).
-    """
-
-    interval_s: float = 1.0
-    decrease: float = 0.5
-    increase: float = 0.02
-    floor: float = 0.05
-    hot_grace: int = 2
-
-
-@dataclass(frozen=True, slots=True)
 class PolicyConfig:
     static_budget: float = 0.01
     static_rate_grid: tuple[float, float, int] = (1 / 600, 50.0, 96)
@@ -138,46 +120,6 @@ class PolicyConfig:
     default_quantile: float = 0.99
     min_capacity: float = 1.0
     governor: GovernorConfig = field(default_factory=GovernorConfig)
-
-
-def p99_breaks(done: int, slow: int) -> bool:
-    """True when the nearest-rank p99 of ``done`` latencies, ``slow`` of them above the SLO,
-    is above it: fewer than ``ceil(0.99 done)`` are within it."""
-    return done > 0 and done - slow < (99 * done + 99) // 100
-
-
-class GovernorState:
-    """The AIMD state machine, pure: fed one interval's completions at a time."""
-
-    __slots__ = ("bad_in_row", "config", "m_all", "m_hot", "slo_error_rate")
-
-    def __init__(self, config: GovernorConfig, *, slo_error_rate: float) -> None:
-        self.config = config
-        self.slo_error_rate = slo_error_rate
-        self.m_all = 1.0
-        self.m_hot = 1.0
-        self.bad_in_row = 0
-
-    @property
-    def hot(self) -> float:
-        """The multiplier of clients above their envelope."""
-        return min(self.m_hot, self.m_all)
-
-    def observe(self, done: int, slow: int, errors: int) -> bool:
-        """One interval's health; True when a multiplier changed."""
-        c = self.config
-        before = (self.m_all, self.m_hot)
-        unhealthy = p99_breaks(done, slow) or errors > self.slo_error_rate * done
-        if unhealthy:
-            self.bad_in_row += 1
-            self.m_hot = max(self.m_hot * c.decrease, c.floor)
-            if self.bad_in_row > c.hot_grace:
-                self.m_all = max(self.m_all * c.decrease, c.floor)
-        else:
-            self.bad_in_row = 0
-            self.m_all = min(self.m_all + c.increase, 1.0)
-            self.m_hot = min(self.m_hot + c.increase, 1.0)
-        return (self.m_all, self.m_hot) != before
 
 
 def _floored(cap: F64, rate: F64, config: PolicyConfig, horizon_us: int) -> tuple[F64, F64]:

@@ -45,10 +45,11 @@ import numpy.typing as npt
 
 from openclaw.features.core import P99, offsets_from_lengths, segmented_quantile
 from openclaw.limiter.core import BucketParams, refill_and_take
+from openclaw.policy.governor import GovernorState
 from openclaw.sim.backend import Backend, BackendConfig, service_times
 from openclaw.sim.history import Attempts, History
 from openclaw.sim.labels import Segments, segment
-from openclaw.sim.policies import Governed, GovernorState, Policy, PolicyConfig
+from openclaw.sim.policies import Governed, Policy, PolicyConfig
 from openclaw.sim.scenarios import Demand
 
 US: Final = 1_000_000
