@@ -92,3 +92,13 @@ class RegistryError(OpenClawError):
 class TrainingError(OpenClawError, ValueError):
     """A model cannot be trained as asked: too little data for a split or for the stated
     coverage, a bad training option."""
+
+
+class CanaryError(OpenClawError):
+    """A canary cannot be started, read or stopped as asked: one is already running, the
+    challenger does not load, no admin token, or the service's admin API refused."""
+
+
+class PipelineError(OpenClawError):
+    """A retraining pipeline step cannot run or stopped: missing inputs, a failed validation
+    gate (the reason says which check), a step that failed before."""
