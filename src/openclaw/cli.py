@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import typer
 
@@ -1137,3 +1137,73 @@ def rollback(
     except (OpenClawError, OSError) as exc:
         raise _fail("rollback", exc) from exc
     typer.echo(describe_change(change))
+
+canary_app = typer.Typer(
+    help="The model canary of a running service (admin API): start, status, abort.",
+    no_args_is_help=True,
+)
+app.add_typer(canary_app, name="canary")
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url", help="The service [default: http://OPENCLAW_HTTP_HOST:OPENCLAW_HTTP_PORT]."
+    ),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        help="Admin bearer token [default: OPENCLAW_ADMIN_TOKEN]. Prefer the variable: a "
+        "command line is visible to other users of the machine.",
+        show_default=False,
+    ),
+]
+
+
+def _canary_call(command: str, url: str | None, token: str | None, action: str, **kw: Any) -> None:
+    from rich.console import Console
+
+    from openclaw.rollout.client import CanaryClient, render_status
+    from openclaw.settings import Settings
+
+    try:
+        settings = Settings()
+        secret = token or (
+            settings.admin_token.get_secret_value() if settings.admin_token is not None else ""
+        )
+        base = url or f"http://{settings.http_host}:{settings.http_port}"
+        client = CanaryClient(base, secret)
+        body = getattr(client, action)(**kw)
+    except (OpenClawError, ValueError) as exc:
+        raise _fail(command, exc) from exc
+    render_status(Console(), body)
+
+
+@canary_app.command("start")
+def canary_start(
+    version: Annotated[
+        str | None, typer.Argument(help="The version [default: the registry's challenger].")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why (in the canary's history).")] = "",
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Start a canary: shadow first, then a growing slice of clients, then promotion (or
+    rollback when failed analyses reach the threshold)."""
+    _canary_call("canary start", url, token, "start", version=version, reason=reason)
+
+
+@canary_app.command("status")
+def canary_status(url: UrlOption = None, token: TokenOption = None) -> None:
+    """The champion, the canary's phase, weight, failed checks, last analysis and history."""
+    _canary_call("canary status", url, token, "status")
+
+
+@canary_app.command("abort")
+def canary_abort(
+    reason: Annotated[str, typer.Option(help="Why (in the canary's history).")] = "",
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Stop the canary now: the champion serves everyone, the challenger alias is cleared."""
+    _canary_call("canary abort", url, token, "abort", reason=reason)

@@ -102,3 +102,8 @@ class CanaryError(OpenClawError):
 class PipelineError(OpenClawError):
     """A retraining pipeline step cannot run or stopped: missing inputs, a failed validation
     gate (the reason says which check), a step that failed before."""
+
+
+class GateRejected(PipelineError):  # noqa: N818 (an outcome of the gate, not a fault)
+    """The pipeline's validation gate failed the new model: the message names every failed
+    check and by how much (``openclaw pipeline`` exits 1, as ``openclaw validate`` does)."""

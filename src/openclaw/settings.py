@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 FailureMode = Literal["open", "closed", "local"]
@@ -180,6 +180,12 @@ class Settings(BaseSettings):
         description="Model registry: a directory of immutable versions (model-YYYYMMDD[-N]), "
         "the champion/challenger aliases and the audit log (relative to the working directory).",
     )
+    pipeline_dir: Path = Field(
+        default=Path("pipeline"),
+        description="State of the retraining pipeline (openclaw pipeline): one record per run "
+        "(runs/RUN_ID/run.json), the drift baseline, the latest drift and metrics.prom for a "
+        "node-exporter textfile collector (relative to the working directory).",
+    )
     model_max_capacity: float = Field(
         default=1_000_000.0,
         gt=0,
@@ -244,6 +250,56 @@ class Settings(BaseSettings):
         ge=0,
         description="Unhealthy intervals in a row that shrink only the clients above their "
         "predicted envelope, before everyone's bucket shrinks too.",
+    )
+
+    # -- the model canary (openclaw canary; DESIGN.md "Rollout") ---------------------------
+    canary_auto_start: bool = Field(
+        default=True,
+        description="Policy model only: start a canary (shadow first) when the registry's "
+        "challenger alias names a new version.",
+    )
+    canary_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Time between two canary analyses; each weight step lasts one. At least "
+        "window_s, or some analyses would have no model health to judge (a failure).",
+    )
+    canary_shadow_intervals: int = Field(
+        default=2, ge=0, description="Passing analyses in shadow before the canary serves anyone."
+    )
+    canary_step_weight: float = Field(
+        default=10.0, gt=0, le=100, description="Percent of clients added per passing analysis."
+    )
+    canary_max_weight: float = Field(
+        default=50.0,
+        gt=0,
+        le=100,
+        description="The canary's largest slice (percent); an analysis passing there promotes.",
+    )
+    canary_threshold: int = Field(
+        default=5,
+        ge=1,
+        description="Failed analyses (in total, not in a row; no data counts as failed) that "
+        "roll the canary back.",
+    )
+    canary_max_latency_s: float = Field(
+        default=0.2, gt=0, description="Largest p99 decision latency an analysis passes."
+    )
+    canary_max_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="Largest share of store errors an analysis passes."
+    )
+    canary_max_underflow_rate: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Largest share of clients within their history whose challenger bucket "
+        "could not serve their window.",
+    )
+    canary_max_prediction_error: float = Field(
+        default=2.0,
+        gt=0,
+        description="Largest median |log(predicted / realised)| of what a bucket admits in a "
+        "window, over clients within their history.",
     )
 
     # -- training (openclaw train) -------------------------------------------------------
@@ -376,3 +432,41 @@ class Settings(BaseSettings):
         description="Absolute bound of the gate: the most SLO-violation seconds a candidate may "
         "cause in any scenario's evaluated part.",
     )
+
+    # -- the retraining pipeline (openclaw pipeline) ------------------------------------------
+    pipeline_gate_baseline: str = Field(
+        default="persistence+gov",
+        description="What the pipeline's gate compares a new model with while the registry has "
+        "no champion (afterwards: the champion): a policy as `openclaw validate --baseline` "
+        "takes it. persistence+gov is the model's key ablation, the same information without "
+        "learning.",
+    )
+    pipeline_service_url: str | None = Field(
+        default=None,
+        description="Base URL of the service whose admin API the pipeline's canary step also "
+        "calls (with OPENCLAW_ADMIN_TOKEN); unset: the step only sets the challenger alias, "
+        "which the service follows by itself.",
+    )
+    pipeline_image_builder: Path | None = Field(
+        default=None,
+        description="Script the package step runs as BUILDER --model DIR --tag IMAGE:VERSION "
+        "(needs buildah on PATH); unset: scripts/build-image of the checkout.",
+    )
+    pipeline_image_name: str = Field(
+        default="openclaw",
+        min_length=1,
+        pattern=r"^[a-z0-9][a-z0-9._/:-]*$",
+        description="Image the package step tags, as NAME:MODEL_VERSION (a registry prefix may "
+        "be part of NAME, e.g. ghcr.io/acme/openclaw).",
+    )
+
+    @model_validator(mode="after")
+    def _canary_sees_windows(self) -> Settings:
+        # An analysis judges the model health gathered at window boundaries: an interval
+        # shorter than a window would sometimes see none, and no data fails the canary.
+        if self.policy_mode == "model" and self.canary_interval_s < self.window_s:
+            raise ValueError(
+                f"canary_interval_s ({self.canary_interval_s:g}) must be at least window_s "
+                f"({self.window_s:g}): an analysis needs a window boundary to judge the model by"
+            )
+        return self

@@ -190,6 +190,10 @@ def _knots(frame: FeatureFrame, rows: IntP) -> tuple[F64, F64]:
     return np.take_along_axis(rates, order, axis=1), np.take_along_axis(caps, order, axis=1)
 
 
+#: The envelope points of some rows of a frame (the canary judges served windows with them).
+knots_of: Final = _knots
+
+
 def make_pairs(frame: FeatureFrame) -> tuple[PairSet, PairCounts]:
     """The pairs of a feature frame (any row order), ordered by (label window, client)."""
     if frame.feature_names != FEATURE_NAMES:

@@ -19,7 +19,7 @@ Rules:
 * Aliases (``champion``, ``challenger``) live in ``aliases.json``, replaced atomically (a temp
   file, fsync, ``os.replace``): a reader sees the old file or the new one, never half.
 * Every change is appended to ``audit.jsonl`` before the alias file moves: ``ts`` (UTC),
-  ``who``, ``action`` (register, promote, rollback, prune), ``alias``, ``from``, ``to``,
+  ``who``, ``action`` (register, promote, rollback, prune, clear), ``alias``, ``from``, ``to``,
   ``reason``.
 * Rollback returns the champion to the one before it: the audit log's promotions of
   ``champion`` form a stack (promote pushes, rollback pops), so rolling back twice goes two
@@ -64,7 +64,7 @@ AUDIT_FILE: Final = "audit.jsonl"
 LOCK_FILE: Final = ".lock"
 STAGING: Final = ".staging"
 
-Action = Literal["register", "promote", "rollback", "prune"]
+Action = Literal["register", "promote", "rollback", "prune", "clear"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,6 +422,22 @@ class Registry:
             aliases["champion"] = target
             self._write_aliases(aliases)
         return AliasChange("champion", current, target)
+
+    def clear(self, alias: str, *, reason: str) -> AliasChange:
+        """Point ``alias`` at nothing (a rolled-back or aborted canary clears the challenger,
+        so the service does not start the same version again). Audit logged."""
+        alias = _check_alias(alias)
+        if not reason.strip():
+            raise RegistryError("clearing an alias needs a reason")
+        with self._locked():
+            aliases = self.aliases()
+            old = aliases[alias]
+            if old is None:
+                return AliasChange(alias, None, None)
+            self._append("clear", alias=alias, from_version=old, to_version=None, reason=reason)
+            aliases[alias] = None
+            self._write_aliases(aliases)
+        return AliasChange(alias, old, None)
 
     def protected(self) -> set[str]:
         """Versions pruning never deletes: the aliased ones and the previous champion."""

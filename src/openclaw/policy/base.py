@@ -29,3 +29,8 @@ class Policy(Protocol):
     def tier_of(self, client_id: str) -> str:
         """The tier a client belongs to (for introspection and metrics labels)."""
         ...
+
+    def version_for(self, client_id: str) -> str:
+        """The version that decides for ``client_id``: ``version``, except for the clients a
+        model canary serves (the challenger's)."""
+        ...

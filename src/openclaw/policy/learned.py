@@ -52,14 +52,14 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from openclaw.errors import RegistryError
+from openclaw.errors import CanaryError, RegistryError
 from openclaw.features.core import FeatureFrame, duration_us
 from openclaw.features.online import OnlineFeatures
 from openclaw.limiter.core import BucketParams
@@ -69,6 +69,7 @@ from openclaw.model.registry import Registry
 from openclaw.policy.base import Policy
 from openclaw.policy.governor import GovernorConfig, GovernorState
 from openclaw.policy.static import ClientRule, PolicyHolder, StaticPolicy, Tier
+from openclaw.rollout.canary import CanaryConfig, CanaryController, in_slice
 from openclaw.settings import Settings
 from openclaw.telemetry.events import EventBatch
 
@@ -153,6 +154,9 @@ class LearnedTable:
     multiplier: float = 1.0
     hot_multiplier: float = 1.0
     hot: frozenset[str] = frozenset()
+    #: The challenger serving a canary's slice (its clients' entries in ``learned`` name
+    #: it); None when no canary serves anyone.
+    canary_version: str | None = None
 
     @property
     def name(self) -> str:
@@ -174,6 +178,14 @@ class LearnedTable:
 
     def tier_of(self, client_id: str) -> str:
         return self.static.tier_of(client_id)
+
+    def version_for(self, client_id: str) -> str:
+        canary = self.canary_version
+        if canary is not None:
+            entry = self.learned.get(client_id)
+            if entry is not None and entry.model_version == canary:
+                return canary
+        return self.version
 
     def describe(self, client_id: str, *, route: str | None = None) -> dict[str, Any]:
         """What ``GET /api/v1/params`` adds to the limits: where they come from, the model
@@ -377,6 +389,7 @@ class LearnedPolicy:
         settings: Settings,
         metrics: CollectorRegistry,
         health: BackendHealth | None = None,
+        canary: CanaryController | None = None,
         clock: WallClock = time.time,
         logger: logging.Logger = LOG,
     ) -> None:
@@ -384,6 +397,7 @@ class LearnedPolicy:
         self.models = models
         self.features = features
         self.health = health
+        self.canary = canary
         self.settings = settings
         self._clock = clock
         self._log = logger
@@ -398,6 +412,13 @@ class LearnedPolicy:
         self._frame: FeatureFrame | None = None
         self._frame_window: int | None = None
         self._learned: dict[str, Learned] = {}
+        # Each model's predictions for the window in force: the champion's, and a canary's
+        # challenger's (metered always, served to its slice only); _learned merges them.
+        self._champion_learned: dict[str, Learned] = {}
+        self._challenger_learned: dict[str, Learned] = {}
+        #: Each client's highest r* in a closed window so far: "within its history".
+        self._peaks: dict[str, float] = {}
+        self._canary_version: str | None = None
         self._hot: frozenset[str] = frozenset()
         self._static_used = self._static_now()
         now = clock()
@@ -427,6 +448,13 @@ class LearnedPolicy:
             if settings.governor_enabled
             else None
         )
+        canary = CanaryController(
+            models.registry,
+            config=CanaryConfig.from_settings(settings),
+            metrics=metrics,
+            bounds=models.bounds,
+            auto_start=settings.canary_auto_start,
+        )
         return cls(
             static,
             models,
@@ -434,6 +462,7 @@ class LearnedPolicy:
             settings=settings,
             metrics=metrics,
             health=health,
+            canary=canary,
             clock=clock,
         )
 
@@ -461,6 +490,9 @@ class LearnedPolicy:
 
     def tier_of(self, client_id: str) -> str:
         return self._table.tier_of(client_id)
+
+    def version_for(self, client_id: str) -> str:
+        return self._table.version_for(client_id)
 
     # -- time -----------------------------------------------------------------------------
 
@@ -491,6 +523,24 @@ class LearnedPolicy:
                 # Intervals missed (a stalled loop) are not judged after the fact.
                 steps = math.floor((now - self._next_governor) / self.settings.governor_interval_s)
                 self._next_governor += (steps + 1) * self.settings.governor_interval_s
+            if self.canary is not None:
+                self._canary_tick(now)
+
+    def _canary_tick(self, now: float) -> None:
+        canary = self.canary
+        assert canary is not None
+        was = canary.status
+        canary.watch_alias(champion=self.models.version, now=now)
+        if canary.status is not was:
+            self._predict()  # a canary started: shadow predictions from the last window on
+            return
+        status = canary.analyse(now)
+        if status is None:
+            return
+        if status.phase == "promoted":
+            self.models.reload_if_changed()  # the alias moved: serve it to everyone now
+        if status.phase != "shadow" or not status.active:
+            self._predict()  # a new weight, or the canary's end
 
     async def run(self, *, poll_s: float = 1.0) -> None:
         """The service's background task: tick when due (and at least every ``poll_s``,
@@ -543,7 +593,40 @@ class LearnedPolicy:
                 f"no champion model could be loaded from {self.models.registry.root}: "
                 "serving the static policy"
             )
+        canary = None if self.canary is None else self.canary.status
+        body["canary"] = None if canary is None else canary.to_json()
         return body
+
+    # -- the canary's admin actions -----------------------------------------------------------
+
+    def _canary(self) -> CanaryController:
+        if self.canary is None:
+            raise CanaryError("this service runs no model canary")
+        return self.canary
+
+    def canary_status(self) -> dict[str, Any]:
+        canary = self._canary()
+        status = canary.status
+        return {
+            "champion": self.models.version,
+            "canary": None if status is None else status.to_json(),
+            "config": asdict(canary.config),
+        }
+
+    def start_canary(self, version: str | None, *, reason: str) -> dict[str, Any]:
+        """Start a canary of ``version`` (None: the challenger alias); CanaryError if not."""
+        canary = self._canary()
+        with self._lock:
+            canary.start(version, champion=self.models.version, now=self._clock(), reason=reason)
+            self._predict()
+        return self.canary_status()
+
+    def abort_canary(self, *, reason: str) -> dict[str, Any]:
+        canary = self._canary()
+        with self._lock:
+            canary.abort(now=self._clock(), reason=reason or "aborted by an operator")
+            self._predict()
+        return self.canary_status()
 
     # -- the work, under self._lock ---------------------------------------------------------
 
@@ -564,27 +647,31 @@ class LearnedPolicy:
             frame = None  # no client was active in the window that just ended
         if frame is not None:
             self._observe_error(frame, window)
+            if self.canary is not None:
+                self._observe_health(frame, window)
         self._frame = frame
         self._frame_window = window
         self._predict()
         self.metrics.windows.inc()
 
     def _observe_error(self, frame: FeatureFrame, window: int) -> None:
-        learned = self._learned
-        if not learned:
+        # Every model that predicted the window is metered, a shadow challenger included.
+        tables = [t for t in (self._champion_learned, self._challenger_learned) if t]
+        if not tables:
             return
         by_version: dict[str, tuple[list[float], list[float], list[float], list[float]]] = {}
         for client, r, b in zip(
             frame.client_id.tolist(), frame.r_star.tolist(), frame.b_star.tolist(), strict=True
         ):
-            entry = learned.get(client)
-            if entry is None or entry.window != window:
-                continue
-            cap, rate, bs, rs = by_version.setdefault(entry.model_version, ([], [], [], []))
-            cap.append(entry.predicted.capacity)
-            rate.append(entry.predicted.refill_rate)
-            bs.append(b)
-            rs.append(r)
+            for learned in tables:
+                entry = learned.get(client)
+                if entry is None or entry.window != window:
+                    continue
+                cap, rate, bs, rs = by_version.setdefault(entry.model_version, ([], [], [], []))
+                cap.append(entry.predicted.capacity)
+                rate.append(entry.predicted.refill_rate)
+                bs.append(b)
+                rs.append(r)
         tiny = 1e-9  # a zero prediction is an error of -20, not -inf
         for version, (cap, rate, bs, rs) in by_version.items():
             for param, pred, real in (("capacity", cap, bs), ("refill_rate", rate, rs)):
@@ -593,22 +680,61 @@ class LearnedPolicy:
                 for e in errors.tolist():
                     child.observe(e)
 
+    def _observe_health(self, frame: FeatureFrame, window: int) -> None:
+        """The canary's model health for ``window`` (the models' predictions for it against
+        what the clients did), then the clients' peaks take the window in."""
+        assert self.canary is not None
+        predictions: dict[str, dict[str, tuple[float, float]]] = {}
+        for learned in (self._champion_learned, self._challenger_learned):
+            for client, entry in learned.items():
+                if entry.window == window:
+                    predictions.setdefault(entry.model_version, {})[client] = (
+                        entry.predicted.capacity,
+                        entry.predicted.refill_rate,
+                    )
+        self.canary.observe_window(frame, predictions, self._peaks, window_s=self.window_s)
+        peaks = self._peaks
+        for client, r in zip(frame.client_id.tolist(), frame.r_star.tolist(), strict=True):
+            if r > peaks.get(client, -1.0):
+                peaks[client] = r
+
+    def _predict_with(self, model: BucketPredictor, static: StaticPolicy) -> dict[str, Learned]:
+        frame = self._frame
+        if frame is None or self._frame_window is None:
+            return {}
+        try:
+            return predict_table(model, frame, static, window=self._frame_window + 1)
+        except Exception:
+            self.metrics.prediction_failures.inc()
+            self._log.exception(
+                "learned policy: predicting window %d with %s failed; tier defaults serve",
+                self._frame_window + 1,
+                model.version,
+            )
+            return {}
+
     def _predict(self) -> None:
         static = self._static_now()
         self._static_used = static
         model = self.models.model
-        frame = self._frame
-        learned: dict[str, Learned] = {}
-        if model is not None and frame is not None and self._frame_window is not None:
-            try:
-                learned = predict_table(model, frame, static, window=self._frame_window + 1)
-            except Exception:
-                self.metrics.prediction_failures.inc()
-                self._log.exception(
-                    "learned policy: predicting window %d with %s failed; tier defaults serve",
-                    self._frame_window + 1,
-                    model.version,
-                )
+        champion = {} if model is None else self._predict_with(model, static)
+        canary = self.canary
+        challenger_model = None if canary is None else canary.challenger
+        challenger = (
+            {} if challenger_model is None else self._predict_with(challenger_model, static)
+        )
+        learned = champion
+        weight = 0.0 if canary is None else canary.weight
+        if weight > 0 and challenger:
+            learned = dict(champion)
+            for client, entry in challenger.items():
+                if in_slice(client, weight):
+                    learned[client] = entry
+        self._champion_learned = champion
+        self._challenger_learned = challenger
+        self._canary_version = (
+            challenger_model.version if weight > 0 and challenger_model is not None else None
+        )
         self._learned = learned
         self._hot = frozenset(c for c in self._hot if c in learned)
         self._table = self._build()
@@ -671,6 +797,7 @@ class LearnedPolicy:
             multiplier=m_all,
             hot_multiplier=m_hot,
             hot=hot,
+            canary_version=self._canary_version,
         )
 
 

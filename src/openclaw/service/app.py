@@ -29,11 +29,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from openclaw.errors import RequestError, StoreError
+from openclaw.errors import CanaryError, RequestError, StoreError
 from openclaw.limiter.base import BucketStore, TakeRequest
 from openclaw.limiter.core import NEVER, BucketParams, Decision
 from openclaw.policy.base import Policy
-from openclaw.policy.learned import describe_params
+from openclaw.policy.learned import LearnedPolicy, describe_params
 from openclaw.service import headers as rl_headers
 from openclaw.service.metrics import Metrics
 from openclaw.service.openapi import openapi_spec
@@ -124,7 +124,7 @@ def decision_body(
         "client_id": query.client_id,
         "route": query.route,
         "tier": tier,
-        "policy": {"name": policy.name, "version": policy.version},
+        "policy": {"name": policy.name, "version": policy.version_for(query.client_id)},
     }
 
 
@@ -158,6 +158,10 @@ def batch_body(
     :func:`decision_body` inlined: a call and a dict of its own per decision cost more than
     the decision; the ``policy`` object is one dict shared by every item."""
     described = {"name": policy.name, "version": policy.version}
+    # A model canary serves some clients with the challenger: their items name its version.
+    canary = getattr(policy, "canary_version", None)
+    other = {"name": policy.name, "version": canary}
+    version_for = policy.version_for
     allowed = underflow = 0
     out = []
     for decision, client, route, cost, tier in zip(
@@ -181,7 +185,7 @@ def batch_body(
                 "client_id": client,
                 "route": route,
                 "tier": tier,
-                "policy": described,
+                "policy": described if canary is None or version_for(client) != canary else other,
             }
         )
     return orjson.dumps({"decisions": out}), allowed, underflow
@@ -348,7 +352,9 @@ class Service:
                 f"the bucket store failed: {exc}", status=503, code="store_error"
             ) from exc
         self.metrics.child(self.metrics.latency, "rate").observe(time.perf_counter() - started)
-        self.metrics.observe(decision, policy=policy.name, model_version=policy.version)
+        self.metrics.observe(
+            decision, policy=policy.name, model_version=policy.version_for(query.client_id)
+        )
         throttled = self.settings.enforce and not decision.allowed
         headers = rl_headers.rate_limit_headers(
             tier,
@@ -437,13 +443,19 @@ class Service:
         answer, allowed, underflow = batch_body(
             decisions, clients=clients, routes=routes, costs=costs, tiers=tiers, policy=policy
         )
-        self.metrics.observe_counts(
-            allowed=allowed,
-            denied=len(decisions) - allowed,
-            underflow=underflow,
-            policy=policy.name,
-            model_version=policy.version,
-        )
+        if getattr(policy, "canary_version", None) is None:
+            self.metrics.observe_counts(
+                allowed=allowed,
+                denied=len(decisions) - allowed,
+                underflow=underflow,
+                policy=policy.name,
+                model_version=policy.version,
+            )
+        else:  # per item: the canary's clients count under the challenger's version
+            for decision, client in zip(decisions, clients, strict=True):
+                self.metrics.observe(
+                    decision, policy=policy.name, model_version=policy.version_for(client)
+                )
         return Response(answer, media_type=JSON_TYPE)
 
     def batch_query(self, item: object, i: int, request: Request) -> RateQuery:
@@ -466,7 +478,7 @@ class Service:
                 "client_id": client_id,
                 "route": route,
                 "tier": tier,
-                "policy": {"name": policy.name, "version": policy.version},
+                "policy": {"name": policy.name, "version": policy.version_for(client_id)},
                 "limits": limits_body(tier, limits),
                 # source, model_version, window, predicted, governor
                 **describe_params(policy, client_id, route=route),
@@ -523,6 +535,56 @@ class Service:
                 {"error": "reload_failed", "reason": reason, "policy": described}, 409
             )
         return json_response({"reloaded": True, "policy": described})
+
+    # -- the model canary (admin) ----------------------------------------------------------
+
+    def _learned(self) -> LearnedPolicy:
+        source = self.policies
+        if not isinstance(source, LearnedPolicy):
+            raise RequestError(
+                "no model canary: the service runs policy_mode static (set "
+                "OPENCLAW_POLICY_MODE=model)",
+                status=409,
+                code="no_canary",
+            )
+        return source
+
+    async def canary_status(self, request: Request) -> Response:
+        self.authorize(request)
+        return json_response(self._learned().canary_status())
+
+    async def canary_start(self, request: Request) -> Response:
+        self.authorize(request)
+        learned = self._learned()
+        body = await self.read_object(request) or {}
+        check_fields(body, frozenset({"version", "reason"}))
+        version = body.get("version")
+        reason = body.get("reason", "")
+        if version is not None and not isinstance(version, str):
+            raise RequestError("version must be a string", status=422, code="invalid_field")
+        if not isinstance(reason, str):
+            raise RequestError("reason must be a string", status=422, code="invalid_field")
+        try:
+            status = await run_in_threadpool(
+                learned.start_canary, version, reason=reason or "started through the admin API"
+            )
+        except CanaryError as exc:
+            raise RequestError(str(exc), status=409, code="canary_refused") from exc
+        return json_response(status, 202)
+
+    async def canary_abort(self, request: Request) -> Response:
+        self.authorize(request)
+        learned = self._learned()
+        body = await self.read_object(request) or {}
+        check_fields(body, frozenset({"reason"}))
+        reason = body.get("reason", "")
+        if not isinstance(reason, str):
+            raise RequestError("reason must be a string", status=422, code="invalid_field")
+        try:
+            status = await run_in_threadpool(learned.abort_canary, reason=reason)
+        except CanaryError as exc:
+            raise RequestError(str(exc), status=409, code="canary_refused") from exc
+        return json_response(status)
 
     def authorize(self, request: Request) -> None:
         token = self.settings.admin_token
@@ -600,6 +662,9 @@ def create_app(
         Route("/api/v1/rate/batch", service.batch, methods=["POST"]),
         params_route,
         Route("/api/v1/admin/reload", service.reload, methods=["POST"]),
+        Route("/api/v1/admin/canary", service.canary_status, methods=["GET"]),
+        Route("/api/v1/admin/canary", service.canary_start, methods=["POST"]),
+        Route("/api/v1/admin/canary/abort", service.canary_abort, methods=["POST"]),
         Route("/api/v1/telemetry", service.telemetry_endpoint.post, methods=["POST"]),
         Route("/healthz", service.healthz, methods=["GET"]),
         Route("/readyz", service.readyz, methods=["GET"]),

@@ -26,6 +26,19 @@ _ERRORS = {
     "503": _json(_ref("Error"), "The bucket store failed."),
 }
 
+_ADMIN_ERRORS = {
+    "400": _json(_ref("Error"), "Malformed request (bad JSON)."),
+    "401": _json(_ref("Error"), "Missing or wrong bearer token."),
+    "403": _json(_ref("Error"), "Admin endpoints are disabled."),
+    "409": _json(
+        _ref("Error"),
+        "Refused: no canary in policy_mode static, one is running, "
+        "none is running, or the version does not load (the reason says which).",
+    ),
+    "413": _json(_ref("Error"), "Body too large."),
+    "422": _json(_ref("Error"), "A field has the wrong type."),
+}
+
 _RATE_HEADERS = {
     "RateLimit-Policy": {
         "description": "draft-ietf-httpapi-ratelimit-headers-10 quota policies.",
@@ -308,6 +321,28 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["reloaded", "policy"],
         "properties": {"reloaded": {"type": "boolean"}, "policy": _ref("PolicyRef")},
     },
+    "Canary": {
+        "type": "object",
+        "required": ["champion", "canary", "config"],
+        "properties": {
+            "champion": {"type": ["string", "null"]},
+            "canary": {
+                "type": ["object", "null"],
+                "description": "The latest canary: version, phase (shadow, canary, promoted, "
+                "rolled_back, aborted), weight (percent of clients), failed_checks, the last "
+                "analysis's checks, and its history.",
+                "required": ["version", "phase", "weight", "failed_checks", "history"],
+                "properties": {
+                    "version": {"type": "string"},
+                    "phase": {"enum": ["shadow", "canary", "promoted", "rolled_back", "aborted"]},
+                    "weight": {"type": "number"},
+                    "failed_checks": {"type": "integer"},
+                    "history": {"type": "array", "items": {"type": "object"}},
+                },
+            },
+            "config": {"type": "object"},
+        },
+    },
 }
 
 
@@ -380,6 +415,59 @@ def openapi_spec() -> dict[str, Any]:
                         "403": _json(_ref("Error"), "Admin endpoints are disabled."),
                         "409": _json(_ref("Error"), "The file is invalid; the old policy stays."),
                     },
+                },
+            },
+            "/api/v1/admin/canary": {
+                "get": {
+                    "summary": "The model canary: champion, canary status and history, config",
+                    "operationId": "admin_canary_status",
+                    "security": [{"bearer": []}],
+                    "responses": {"200": _json(_ref("Canary"), "The canary."), **_ADMIN_ERRORS},
+                },
+                "post": {
+                    "summary": "Start a model canary (shadow first) of a version, by default "
+                    "the registry's challenger",
+                    "operationId": "admin_canary_start",
+                    "security": [{"bearer": []}],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "version": {"type": "string"},
+                                        "reason": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _json(_ref("Canary"), "The canary started (in shadow)."),
+                        **_ADMIN_ERRORS,
+                    },
+                },
+            },
+            "/api/v1/admin/canary/abort": {
+                "post": {
+                    "summary": "Abort the running canary: the champion serves everyone",
+                    "operationId": "admin_canary_abort",
+                    "security": [{"bearer": []}],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {"reason": {"type": "string"}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {"200": _json(_ref("Canary"), "Aborted."), **_ADMIN_ERRORS},
                 },
             },
             "/api/v1/telemetry": {
