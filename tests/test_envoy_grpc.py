@@ -21,10 +21,12 @@ import grpc
 import pytest
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from prometheus_client import CollectorRegistry
 
 from openclaw.limiter import BucketStore, MemoryStore, create_store
 from openclaw.policy.static import PolicyHolder, StaticPolicy
 from openclaw.service.grpc import start_grpc_server
+from openclaw.service.metrics import Metrics
 from openclaw.settings import Settings
 from openclaw.testing.redis import RedisServer, free_port
 
@@ -43,6 +45,8 @@ tier = "tight"
 """
 
 Response = rls_pb2.RateLimitResponse
+#: Each gRPC server's metrics registry, by port.
+REGISTRIES: dict[int, CollectorRegistry] = {}
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -59,11 +63,16 @@ def grpc_port(request: pytest.FixtureRequest) -> Iterator[int]:
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     holder = PolicyHolder(StaticPolicy.parse(POLICY, source="test", fmt="toml"))
+    registry = CollectorRegistry()
+    metrics = Metrics.register(registry, store)
     started = asyncio.run_coroutine_threadsafe(
-        start_grpc_server(store, lambda: holder.current, host="127.0.0.1", port=0), loop
+        start_grpc_server(store, lambda: holder.current, host="127.0.0.1", port=0, metrics=metrics),
+        loop,
     )
     grpc_server, port = started.result(timeout=10)
+    REGISTRIES[port] = registry
     yield port
+    del REGISTRIES[port]
     asyncio.run_coroutine_threadsafe(grpc_server.stop(grace=1), loop).result(timeout=10)
     asyncio.run_coroutine_threadsafe(store.aclose(), loop).result(timeout=10)
     loop.call_soon_threadsafe(loop.stop)
@@ -97,6 +106,20 @@ def test_over_the_limit_is_over_limit_with_per_descriptor_status(grpc_port: int)
     assert alice.current_limit.name == "tight"
     assert alice.current_limit.unit == Response.RateLimit.Unit.HOUR  # 0.001/s = 3.6/h
     assert alice.duration_until_reset.ToTimedelta().total_seconds() == pytest.approx(3000, abs=1)
+    # Counted in the HTTP endpoints' series: by result and version, latency by endpoint.
+    registry = REGISTRIES[grpc_port]
+    count = registry.get_sample_value
+    policy_version = next(
+        s.labels["model_version"]
+        for f in registry.collect()
+        if f.name == "openclaw_decisions"
+        for s in f.samples
+    )
+    version = {"policy": "static", "model_version": policy_version}
+    assert count("openclaw_decisions_total", {"result": "allowed", **version}) == 4
+    assert count("openclaw_decisions_total", {"result": "denied", **version}) == 3
+    assert count("openclaw_bucket_underflow_total", version) == 3
+    assert count("openclaw_decision_latency_seconds_count", {"endpoint": "grpc"}) == 6
 
 
 def test_hits_addend_per_request_and_per_descriptor(grpc_port: int) -> None:

@@ -17,16 +17,18 @@ Needs the ``grpc`` extra (grpcio and xds-protos), imported only when this module
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
-from openclaw.errors import InvalidParamsError
+from openclaw.errors import InvalidParamsError, StoreError
 from openclaw.limiter.base import BucketStore, TakeRequest
 from openclaw.policy.base import Policy
 from openclaw.service.headers import binding_index
+from openclaw.service.metrics import Metrics
 
 CLIENT_KEYS: Final = ("client_id", "remote_address")
 ROUTE_KEYS: Final = ("route", "path")
@@ -56,9 +58,12 @@ def _current_limit(refill_rate: float, name: str) -> Any:
 class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
     """``ShouldRateLimit`` on a bucket store, with limits from the policy in force."""
 
-    def __init__(self, store: BucketStore, policy: Callable[[], Policy]) -> None:
+    def __init__(
+        self, store: BucketStore, policy: Callable[[], Policy], metrics: Metrics | None = None
+    ) -> None:
         self._store = store
         self._policy = policy
+        self._metrics = metrics
 
     async def ShouldRateLimit(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802 (the RPC's name)
         if not request.domain:
@@ -85,7 +90,23 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[
                 takes.append(TakeRequest.of(key, policy.limits_for(client, route=route), cost=hits))
             except InvalidParamsError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        decisions = await self._store.atake_many(takes)
+        metrics = self._metrics
+        started = time.perf_counter()
+        try:
+            decisions = await self._store.atake_many(takes)
+        except StoreError as exc:
+            # UNAVAILABLE: Envoy applies its own failure_mode_deny, as for a dead service.
+            if metrics is not None:
+                metrics.store_errors.inc()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the bucket store failed: {exc}")
+        if metrics is not None:
+            # The HTTP endpoints' series: latency by endpoint, decisions by the version that
+            # decided (a canary's challenger for its clients).
+            metrics.child(metrics.latency, "grpc").observe(time.perf_counter() - started)
+            for client, decision in zip(clients, decisions, strict=True):
+                metrics.observe(
+                    decision, policy=policy.name, model_version=policy.version_for(client)
+                )
 
         response = rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
         for take, client, decision in zip(takes, clients, decisions, strict=True):
@@ -108,11 +129,20 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[
 
 
 async def start_grpc_server(
-    store: BucketStore, policy: Callable[[], Policy], *, host: str, port: int
+    store: BucketStore,
+    policy: Callable[[], Policy],
+    *,
+    host: str,
+    port: int,
+    metrics: Metrics | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Start serving on ``host:port`` (0 picks a free port); returns the server and port."""
+    """Start serving on ``host:port`` (0 picks a free port); returns the server and port.
+    With ``metrics`` (the app's: ``app.state.service.metrics``), decisions are counted in the
+    same series as the HTTP endpoints'."""
     server = grpc.aio.server()
-    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(RateLimitServicer(store, policy), server)
+    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(
+        RateLimitServicer(store, policy, metrics), server
+    )
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     return server, bound

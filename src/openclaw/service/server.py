@@ -200,7 +200,11 @@ async def serve(settings: Settings, *, host: str, port: int) -> None:
         from openclaw.service.grpc import start_grpc_server
 
         grpc_server, bound = await start_grpc_server(
-            built.store, lambda: built.source.current, host=host, port=settings.grpc_port
+            built.store,
+            lambda: built.source.current,
+            host=host,
+            port=settings.grpc_port,
+            metrics=built.app.state.service.metrics,
         )
         grpc_servers.append(grpc_server)
         log.info("Envoy rate-limit service (gRPC) on %s:%d", host, bound)
