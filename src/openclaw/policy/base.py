@@ -30,7 +30,10 @@ class Policy(Protocol):
         """The tier a client belongs to (for introspection and metrics labels)."""
         ...
 
-    def version_for(self, client_id: str) -> str:
-        """The version that decides for ``client_id``: ``version``, except for the clients a
-        model canary serves (the challenger's)."""
-        ...
+
+def version_for(policy: Policy, client_id: str) -> str:
+    """The version that decides for ``client_id``: the policy's ``version``, except for the
+    clients a model canary serves (a policy may say so with a ``version_for`` method of its
+    own; the protocol does not require one, so a hand-written policy stays a policy)."""
+    own = getattr(policy, "version_for", None)
+    return policy.version if own is None else str(own(client_id))

@@ -183,9 +183,6 @@ class StaticPolicy:
         rule = self.clients.get(client_id)
         return rule.tier if rule is not None else self.default_tier
 
-    def version_for(self, client_id: str) -> str:
-        return self.version
-
     @classmethod
     def default(cls) -> StaticPolicy:
         """The embedded default: one tier, a burst of 100 then 10 requests per second."""

@@ -32,7 +32,7 @@ from starlette.routing import Route
 from openclaw.errors import CanaryError, RequestError, StoreError
 from openclaw.limiter.base import BucketStore, TakeRequest
 from openclaw.limiter.core import NEVER, BucketParams, Decision
-from openclaw.policy.base import Policy
+from openclaw.policy.base import Policy, version_for
 from openclaw.policy.learned import LearnedPolicy, describe_params
 from openclaw.service import headers as rl_headers
 from openclaw.service.metrics import Metrics
@@ -124,7 +124,7 @@ def decision_body(
         "client_id": query.client_id,
         "route": query.route,
         "tier": tier,
-        "policy": {"name": policy.name, "version": policy.version_for(query.client_id)},
+        "policy": {"name": policy.name, "version": version_for(policy, query.client_id)},
     }
 
 
@@ -161,7 +161,6 @@ def batch_body(
     # A model canary serves some clients with the challenger: their items name its version.
     canary = getattr(policy, "canary_version", None)
     other = {"name": policy.name, "version": canary}
-    version_for = policy.version_for
     allowed = underflow = 0
     out = []
     for decision, client, route, cost, tier in zip(
@@ -185,7 +184,9 @@ def batch_body(
                 "client_id": client,
                 "route": route,
                 "tier": tier,
-                "policy": described if canary is None or version_for(client) != canary else other,
+                "policy": described
+                if canary is None or version_for(policy, client) != canary
+                else other,
             }
         )
     return orjson.dumps({"decisions": out}), allowed, underflow
@@ -353,7 +354,7 @@ class Service:
             ) from exc
         self.metrics.child(self.metrics.latency, "rate").observe(time.perf_counter() - started)
         self.metrics.observe(
-            decision, policy=policy.name, model_version=policy.version_for(query.client_id)
+            decision, policy=policy.name, model_version=version_for(policy, query.client_id)
         )
         throttled = self.settings.enforce and not decision.allowed
         headers = rl_headers.rate_limit_headers(
@@ -454,7 +455,7 @@ class Service:
         else:  # per item: the canary's clients count under the challenger's version
             for decision, client in zip(decisions, clients, strict=True):
                 self.metrics.observe(
-                    decision, policy=policy.name, model_version=policy.version_for(client)
+                    decision, policy=policy.name, model_version=version_for(policy, client)
                 )
         return Response(answer, media_type=JSON_TYPE)
 
@@ -478,7 +479,7 @@ class Service:
                 "client_id": client_id,
                 "route": route,
                 "tier": tier,
-                "policy": {"name": policy.name, "version": policy.version_for(client_id)},
+                "policy": {"name": policy.name, "version": version_for(policy, client_id)},
                 "limits": limits_body(tier, limits),
                 # source, model_version, window, predicted, governor
                 **describe_params(policy, client_id, route=route),

@@ -26,7 +26,7 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from openclaw.errors import InvalidParamsError, StoreError
 from openclaw.limiter.base import BucketStore, TakeRequest
-from openclaw.policy.base import Policy
+from openclaw.policy.base import Policy, version_for
 from openclaw.service.headers import binding_index
 from openclaw.service.metrics import Metrics
 
@@ -105,7 +105,7 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[
             metrics.child(metrics.latency, "grpc").observe(time.perf_counter() - started)
             for client, decision in zip(clients, decisions, strict=True):
                 metrics.observe(
-                    decision, policy=policy.name, model_version=policy.version_for(client)
+                    decision, policy=policy.name, model_version=version_for(policy, client)
                 )
 
         response = rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
