@@ -357,9 +357,14 @@ def test_admin_api_and_cli_start_status_abort(service: Service) -> None:
     started = Ran("canary", "start", other, "--reason", "by hand", *url, "--token", TOKEN)
     assert started.exit_code == 0, started.output
     assert f"canary {other}: shadow" in started.output
+    # Asking again for the running canary changes nothing; another version is refused.
     twice = http.post("/api/v1/admin/canary", headers=AUTH, json={"version": other})
-    assert twice.status_code == 409
-    assert "is running" in twice.json()["reason"]
+    assert twice.status_code == 202
+    assert len(twice.json()["canary"]["history"]) == 1
+    third = service.register("third", factor=1e6, seed=5)
+    refused = http.post("/api/v1/admin/canary", headers=AUTH, json={"version": third})
+    assert refused.status_code == 409
+    assert f"a canary of {other} is running" in refused.json()["reason"]
 
     status = Ran("canary", "status", *url, "--token", TOKEN)
     assert status.exit_code == 0
@@ -387,3 +392,23 @@ def test_a_static_service_has_no_canary(tmp_path: Path) -> None:
         answer = httpx.get(f"{server.url}/api/v1/admin/canary", headers=AUTH)
     assert answer.status_code == 409
     assert answer.json()["error"] == "no_canary"
+
+
+def test_the_pipelines_latest_drift_is_a_metric_of_the_service(tmp_path: Path) -> None:
+    settings = Settings(policy_path=None, pipeline_dir=tmp_path / "pipeline")
+    built = build(settings)
+    with BackgroundServer(built.app, settings) as server:
+        before = httpx.get(f"{server.url}/metrics").text
+        assert "openclaw_feature_drift_psi" not in before  # no run has computed drift
+        settings.pipeline_dir.mkdir()
+        (settings.pipeline_dir / "drift.json").write_text(
+            '{"psi": {"n_requests": 0.31, "latency_p99_ms": 0.02}}'
+        )
+        text = httpx.get(f"{server.url}/metrics").text
+        assert metric(text, "openclaw_feature_drift_psi", {"feature": "n_requests"}) == 0.31
+        (settings.pipeline_dir / "drift.json").write_text('{"psi": {"n_requests": "high"}}')
+        broken = httpx.get(f"{server.url}/metrics")
+    # An unreadable file exports nothing and breaks nothing else.
+    assert broken.status_code == 200
+    assert "openclaw_feature_drift_psi" not in broken.text
+    assert "openclaw_decision_latency_seconds" in broken.text

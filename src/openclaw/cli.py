@@ -11,6 +11,7 @@ import typer
 from openclaw import __version__
 from openclaw.bench import LIMITER_DURATION_S, LIMITER_ROUNDS
 from openclaw.errors import OpenClawError
+from openclaw.rollout.pipeline_cli import pipeline_app
 
 app = typer.Typer(
     name="openclaw",
@@ -1026,6 +1027,8 @@ models_app = typer.Typer(
     invoke_without_command=True,
 )
 app.add_typer(models_app, name="models")
+# openclaw pipeline run | extract | train | validate | register | package | canary | status
+app.add_typer(pipeline_app, name="pipeline")
 RegistryOption = Annotated[
     Path | None,
     typer.Option(

@@ -461,13 +461,9 @@ class CanaryController:
 
     def start(self, version: str | None, *, champion: str | None, now: float, reason: str) -> None:
         """Start a canary of ``version`` (None: the registry's challenger alias). Raises
-        CanaryError when one is running, there is no such version, or it does not load."""
-        if self.active:
-            assert self.status is not None
-            raise CanaryError(
-                f"a canary of {self.status.version} is running ({self.status.phase}): "
-                "abort it first"
-            )
+        CanaryError when another one is running, there is no such version, or it does not
+        load. Asking again for the canary that runs changes nothing (the pipeline sets the
+        alias, which the service may follow, and then asks)."""
         if version is None:
             try:
                 version = self.registry.alias("challenger")
@@ -477,6 +473,13 @@ class CanaryController:
                 raise CanaryError(
                     f"no version given and {self.registry.root} has no challenger alias"
                 )
+        if self.status is not None and self.status.active:
+            if self.status.version == version:
+                return
+            raise CanaryError(
+                f"a canary of {self.status.version} is running ({self.status.phase}): "
+                "abort it first"
+            )
         if version == champion:
             raise CanaryError(f"{version} is the champion already")
         try:

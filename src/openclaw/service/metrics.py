@@ -6,8 +6,10 @@ middleware and the service) share and double-count series; so nothing here touch
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -65,6 +67,38 @@ class StoreCollector(Collector):
         )
         available.add_metric([], 1.0 if getattr(self._store, "available", True) else 0.0)
         yield available
+
+
+class DriftCollector(Collector):
+    """``openclaw_feature_drift_psi{feature}``: the latest population stability index the
+    retraining pipeline computed (``openclaw pipeline``, its ``drift.json`` in
+    ``pipeline_dir``), read at each scrape, so the alert on drift needs no textfile
+    collector where the service shares the pipeline's volume. Nothing while no run has
+    computed drift; an unreadable file is logged and exports nothing."""
+
+    def __init__(self, pipeline_dir: Path) -> None:
+        self._dir = pipeline_dir
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from openclaw.errors import PipelineError
+        from openclaw.rollout.drift import read_drift
+
+        try:
+            drift = read_drift(self._dir)
+        except PipelineError as exc:
+            logging.getLogger("openclaw.service").warning("drift not exported: %s", exc)
+            return
+        if drift is None:
+            return
+        psi = GaugeMetricFamily(
+            f"{NAMESPACE}_feature_drift_psi",
+            "Population stability index of the latest day's features against the retained "
+            "baseline (the pipeline's last run), by feature.",
+            labels=["feature"],
+        )
+        for feature, value in sorted(drift.items()):
+            psi.add_metric([feature], value)
+        yield psi
 
 
 @dataclass(frozen=True, slots=True)

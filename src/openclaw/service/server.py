@@ -35,6 +35,7 @@ from openclaw.limiter import BucketStore, create_store
 from openclaw.policy.learned import LearnedPolicy
 from openclaw.policy.static import PolicyHolder
 from openclaw.service.app import create_app
+from openclaw.service.metrics import DriftCollector
 from openclaw.settings import Settings
 from openclaw.telemetry.base import EventStore
 from openclaw.telemetry.batcher import EventObserver, TelemetryBatcher
@@ -124,6 +125,7 @@ def build(
     (epoch seconds), looked at least every ``policy_poll_s``."""
     policies = PolicyHolder.from_file(settings.policy_path)
     registry = CollectorRegistry()
+    registry.register(DriftCollector(settings.pipeline_dir))
     online = OnlineFeatures(settings)
     learned: LearnedPolicy | None = None
     observers: list[EventObserver] = [online]
