@@ -412,3 +412,29 @@ def test_the_pipelines_latest_drift_is_a_metric_of_the_service(tmp_path: Path) -
     assert broken.status_code == 200
     assert "openclaw_feature_drift_psi" not in broken.text
     assert "openclaw_decision_latency_seconds" in broken.text
+
+
+def test_replicas_follow_the_registry_when_another_one_ends_the_canary(service: Service) -> None:
+    champion = service.register("champion", factor=1e6, seed=1)
+    service.registry.promote(champion, reason="first")
+    challenger = service.register("challenger", factor=1e6, seed=6)
+    http = service.start()
+    # Started through one replica's API: the alias names it, so every replica canaries it.
+    started = http.post("/api/v1/admin/canary", headers=AUTH, json={"version": challenger})
+    assert started.status_code == 202
+    assert service.registry.alias("challenger") == challenger
+
+    # Another replica rolled it back (the alias cleared): this one aborts too.
+    service.registry.clear("challenger", reason="rolled back on replica 2")
+    wait_for(lambda: service.canary()["canary"]["phase"] == "aborted")
+    assert "no longer names it" in service.canary()["canary"]["history"][-1]["note"]
+    assert service.registry.alias("champion") == champion
+
+    # Another replica promoted it: this one ends promoted and serves it at once.
+    again = http.post("/api/v1/admin/canary", headers=AUTH, json={"version": challenger})
+    assert again.status_code == 202
+    service.registry.promote(challenger, reason="promoted on replica 2")
+    wait_for(lambda: service.canary()["canary"]["phase"] == "promoted")
+    learned = service.built.learned
+    assert learned is not None
+    wait_for(lambda: learned.models.version == challenger)

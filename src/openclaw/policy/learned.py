@@ -531,16 +531,16 @@ class LearnedPolicy:
         assert canary is not None
         was = canary.status
         canary.watch_alias(champion=self.models.version, now=now)
-        if canary.status is not was:
-            self._predict()  # a canary started: shadow predictions from the last window on
-            return
-        status = canary.analyse(now)
-        if status is None:
-            return
-        if status.phase == "promoted":
+        status = canary.status
+        if status is was:
+            status = canary.analyse(now)
+            if status is None or (status.phase == "shadow" and status.active):
+                return  # nothing served changes
+        if status is not None and status.phase == "promoted":
             self.models.reload_if_changed()  # the alias moved: serve it to everyone now
-        if status.phase != "shadow" or not status.active:
-            self._predict()  # a new weight, or the canary's end
+        # A canary started (shadow predictions from the last window on), a new weight, or
+        # the canary's end.
+        self._predict()
 
     async def run(self, *, poll_s: float = 1.0) -> None:
         """The service's background task: tick when due (and at least every ``poll_s``,

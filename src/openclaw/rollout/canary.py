@@ -40,6 +40,12 @@ No data is a failure: an interval without decisions, or without a client within 
 for the challenger, fails the checks that have nothing to judge (a canary must prove itself,
 not pass by silence).
 
+Replicas: every replica of the service runs the canary on its own metrics, and they share the
+registry. Starting a canary names the version the ``challenger`` alias, which the others follow
+(``canary_auto_start``); the first replica to promote or roll back moves the aliases, and the
+others end theirs as the aliases say (:func:`ended_elsewhere`): no replica promotes a version
+another has rolled back.
+
 The state transitions are pure (:func:`start`, :func:`advance`, :func:`abort`); the controller
 (:class:`CanaryController`) is the shell the learned policy drives under its lock, with the
 registry and the metrics registry injected.
@@ -251,6 +257,23 @@ def advance(
         weight = changes["weight"] = min(status.weight + config.step_weight, config.max_weight)
         note = f"analysis passed: weight {weight:g}%"
     return _moved(status, now, note, **changes)
+
+
+def ended_elsewhere(status: CanaryStatus, *, now: float, champion: str | None) -> CanaryStatus:
+    """The end another replica (or an operator, through the registry) gave the canary: the
+    champion alias names the challenger (promoted), or the challenger alias no longer does
+    (rolled back or aborted: this replica aborts too)."""
+    if not status.active:
+        return status
+    if champion == status.version:
+        return _moved(status, now, "promoted in the registry (another replica)", phase="promoted")
+    return _moved(
+        status,
+        now,
+        "aborted: the challenger alias no longer names it (another replica, or by hand)",
+        phase="aborted",
+        weight=0.0,
+    )
 
 
 def abort(status: CanaryStatus, *, now: float, reason: str) -> CanaryStatus:
@@ -486,6 +509,11 @@ class CanaryController:
             model = self._loader(self.registry, version, self.bounds)
         except (ArtifactError, RegistryError) as exc:
             raise CanaryError(f"cannot load {version}: {exc}") from exc
+        try:  # the alias is what every replica follows: they all canary the same version
+            if self.registry.alias("challenger") != version:
+                self.registry.promote(version, alias="challenger", reason=reason or "canary")
+        except RegistryError as exc:
+            raise CanaryError(f"cannot name {version} the challenger: {exc}") from exc
         self.challenger = model
         self._health = _Health()
         self._totals = read_totals(self._metrics_registry)
@@ -501,13 +529,24 @@ class CanaryController:
         return self.status
 
     def watch_alias(self, *, champion: str | None, now: float) -> None:
-        """Start a canary when the challenger alias names a version not yet acted on."""
-        if not self.auto_start or self.active:
-            return
+        """Follow the registry's aliases: start a canary when the challenger alias names a
+        version not yet acted on; end the running one as the aliases say when they moved
+        under it (replicas share the registry, and each runs the canary: the first to
+        promote or roll back moves the aliases, the others follow)."""
         try:
-            target = self.registry.alias("challenger")
+            aliases = self.registry.aliases()
         except RegistryError as exc:
-            self._log.warning("canary: cannot read the challenger alias: %s", exc)
+            self._log.warning("canary: cannot read the registry's aliases: %s", exc)
+            return
+        target = aliases.get("challenger")
+        status = self.status
+        if status is not None and status.active:
+            if aliases.get("champion") == status.version or target != status.version:
+                self.challenger = None
+                self._next_analysis = math.inf
+                self._set(ended_elsewhere(status, now=now, champion=aliases.get("champion")))
+            return
+        if not self.auto_start:
             return
         if target is None or target in (self._seen_alias, champion):
             self._seen_alias = target
