@@ -660,6 +660,77 @@ def serve(
         raise _fail("serve", exc) from exc
 
 
+@app.command("demo")
+def demo(
+    trace: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Access log to replay (default: ../shared/data/traces/nasa_19950801.tsv, "
+            "beside the working directory or the checkout).",
+            show_default=False,
+        ),
+    ] = None,
+    *,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="Directory for the demo's files (default: a new temporary one)."),
+    ] = None,
+    fmt: Annotated[
+        IngestFormat, typer.Option("--format", "-f", help="The trace's format.")
+    ] = "nasa-tsv",
+    minutes: Annotated[
+        float, typer.Option(min=1, help="Minutes of trace time replayed over HTTP.")
+    ] = 60.0,
+    lead_minutes: Annotated[
+        float, typer.Option(min=0, help="Of which, before the scraper starts.")
+    ] = 10.0,
+    scraper_rps: Annotated[
+        float, typer.Option(min=0.01, help="The scraper's rate, requests per second of trace.")
+    ] = 4.0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the scenario and spreads.")] = 0,
+    amplify: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Copies of the trace the validation superposes (default: as validate)."
+        ),
+    ] = None,
+    max_requests: Annotated[
+        int, typer.Option(min=1, help="Most requests replayed (the replay is cut short).")
+    ] = 40_000,
+    max_seconds: Annotated[
+        float, typer.Option(min=1, help="Most wall seconds the replay may take.")
+    ] = 180.0,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the report's figures here.")
+    ] = None,
+) -> None:
+    """The whole loop on embedded defaults: ingest a trace, train a model, validate it against
+    the static baseline, serve it, replay part of the trace over HTTP with a scraper in it;
+    print who was throttled (counted from the answers) and write plots. See docs/demo.md."""
+    from rich.console import Console
+
+    from openclaw.demo import DemoOptions, resolve_trace, run_demo
+
+    try:
+        options = DemoOptions(
+            trace=resolve_trace(trace),
+            fmt=fmt,
+            workdir=workdir,
+            minutes=minutes,
+            lead_minutes=lead_minutes,
+            scraper_rps=scraper_rps,
+            seed=seed,
+            max_requests=max_requests,
+            max_seconds=max_seconds,
+            validate_amplify=amplify,
+            json_path=json_path,
+        )
+        width = None if sys.stdout.isatty() else 160
+        run_demo(options, console=Console(width=width), status=Console(stderr=True, width=width))
+    except (OpenClawError, OSError, ValueError) as exc:
+        raise _fail("demo", exc) from exc
+
+
 @app.command("simulate")
 def simulate(
     *,

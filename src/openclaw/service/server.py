@@ -29,6 +29,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
+from openclaw.clock import Clock, monotonic
 from openclaw.errors import TelemetryStoreError
 from openclaw.features.online import OnlineFeatures
 from openclaw.limiter import BucketStore, create_store
@@ -117,12 +118,14 @@ def build(
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
     wall_clock: Callable[[], float] = time.time,
     policy_poll_s: float = 1.0,
+    store_clock: Clock = monotonic,
 ) -> Built:
     """The app on the stores and policy ``settings`` name, with a registry of its own.
 
     ``on_shutdown`` runs at shutdown before the telemetry queue is written out and the
     stores close. In policy_mode "model", the learned policy's windows follow ``wall_clock``
-    (epoch seconds), looked at least every ``policy_poll_s``."""
+    (epoch seconds), looked at least every ``policy_poll_s``. ``store_clock`` is the bucket
+    store's (a replay on a virtual clock, ``openclaw demo``, passes its clock to both)."""
     policies = PolicyHolder.from_file(settings.policy_path)
     registry = CollectorRegistry()
     registry.register(DriftCollector(settings.pipeline_dir))
@@ -148,7 +151,7 @@ def build(
         background.append(run_learned)
     telemetry = open_telemetry(settings, registry, observers=observers)
     try:
-        store = create_store(settings)
+        store = create_store(settings, clock=store_clock)
     except BaseException:
         close_telemetry(telemetry, telemetry.store, timeout_s=settings.shutdown_grace_s)
         raise
