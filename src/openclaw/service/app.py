@@ -352,7 +352,7 @@ class Service:
             raise RequestError(
                 f"the bucket store failed: {exc}", status=503, code="store_error"
             ) from exc
-        self.metrics.child(self.metrics.latency, "rate").observe(time.perf_counter() - started)
+        self.metrics.observe_latency("rate", time.perf_counter() - started)
         self.metrics.observe(
             decision, policy=policy.name, model_version=version_for(policy, query.client_id)
         )
@@ -440,7 +440,7 @@ class Service:
             raise RequestError(
                 f"the bucket store failed: {exc}", status=503, code="store_error"
             ) from exc
-        self.metrics.child(self.metrics.latency, "batch").observe(time.perf_counter() - started)
+        self.metrics.observe_latency("batch", time.perf_counter() - started)
         answer, allowed, underflow = batch_body(
             decisions, clients=clients, routes=routes, costs=costs, tiers=tiers, policy=policy
         )

@@ -102,7 +102,7 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[
         if metrics is not None:
             # The HTTP endpoints' series: latency by endpoint, decisions by the version that
             # decided (a canary's challenger for its clients).
-            metrics.child(metrics.latency, "grpc").observe(time.perf_counter() - started)
+            metrics.observe_latency("grpc", time.perf_counter() - started)
             for client, decision in zip(clients, decisions, strict=True):
                 metrics.observe(
                     decision, policy=policy.name, model_version=version_for(policy, client)

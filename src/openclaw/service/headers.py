@@ -35,6 +35,7 @@ def sf_integer(value: float) -> str:
     return str(int(value))
 
 
+@functools.lru_cache(maxsize=4096)  # tier names: few, and asked for on every decision
 def sf_string(value: str) -> str:
     """A Structured Field String. Only printable ASCII is allowed there, so anything else
     (a tier name in another script, say) becomes ``?`` rather than an invalid header."""

@@ -6,14 +6,16 @@ middleware and the service) share and double-count series; so nothing here touch
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from openclaw.limiter.base import BucketStore
@@ -101,52 +103,80 @@ class DriftCollector(Collector):
         yield psi
 
 
+#: The buckets' ``le`` labels as Prometheus writes them ("0.0001", "1.0", "+Inf").
+_LE: Final = (*(repr(float(b)) for b in LATENCY_BUCKETS), "+Inf")
+
+
+class HotMetrics(Collector):
+    """The per-decision series, counted in plain dicts and exported at scrape time:
+    ``openclaw_decision_latency_seconds{endpoint}`` (histogram), ``openclaw_decisions{result,
+    policy, model_version}`` and ``openclaw_bucket_underflow{policy, model_version}``.
+
+    prometheus_client's metric objects take a lock and validate on every ``inc``/``observe``:
+    four of them were a tenth of a decision's server time. Decisions are counted on the event
+    loop's thread only (the HTTP endpoints and the gRPC servicer run on it), so plain dict
+    arithmetic is safe; a scrape (on the same loop) reads a consistent snapshot.
+    """
+
+    def __init__(self) -> None:
+        self.latency: dict[str, list[float]] = {}  # endpoint -> per-bucket counts, +Inf last
+        self.latency_sum: dict[str, float] = {}
+        self.decisions: dict[tuple[str, str, str], float] = {}
+        self.underflow: dict[tuple[str, str], float] = {}
+
+    def observe_latency(self, endpoint: str, seconds: float) -> None:
+        counts = self.latency.get(endpoint)
+        if counts is None:
+            counts = self.latency[endpoint] = [0.0] * (len(LATENCY_BUCKETS) + 1)
+            self.latency_sum[endpoint] = 0.0
+        counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1.0  # le: value <= bound
+        self.latency_sum[endpoint] += seconds
+
+    def collect(self) -> Iterator[HistogramMetricFamily | CounterMetricFamily]:
+        latency = HistogramMetricFamily(
+            f"{NAMESPACE}_decision_latency_seconds",
+            "Time to decide one rate request (or one batch, or one gRPC call), store round "
+            "trip included.",
+            labels=["endpoint"],
+        )
+        for endpoint, counts in sorted(self.latency.items()):
+            cumulative = list(itertools.accumulate(counts))
+            buckets = list(zip(_LE, cumulative, strict=True))
+            latency.add_metric([endpoint], buckets, self.latency_sum[endpoint])
+        yield latency
+        decisions = CounterMetricFamily(
+            f"{NAMESPACE}_decisions",
+            "Decisions by result (allowed, denied), policy and model version.",
+            labels=["result", "policy", "model_version"],
+        )
+        for labels, value in sorted(self.decisions.items()):
+            decisions.add_metric(list(labels), value)
+        yield decisions
+        underflow = CounterMetricFamily(
+            f"{NAMESPACE}_bucket_underflow",
+            "Denials on an empty bucket (less than one token left), as opposed to denials of "
+            "a costly request on a bucket that still has tokens.",
+            labels=["policy", "model_version"],
+        )
+        for under, value in sorted(self.underflow.items()):
+            underflow.add_metric(list(under), value)
+        yield underflow
+
+
 @dataclass(frozen=True, slots=True)
 class Metrics:
     """The service's metrics. Build with :meth:`register`."""
 
-    latency: Histogram
-    decisions: Counter
-    underflow: Counter
+    hot: HotMetrics
     store_errors: Counter
-    # Labelled children by (metric, *labels): prometheus_client's labels() validates and
-    # locks on every call, a cost paid per request on the hot path otherwise.
-    _children: dict[tuple[object, ...], Any] = field(default_factory=dict, repr=False)
-
-    def child(self, metric: Histogram | Counter, *labels: str) -> Any:
-        key = (id(metric), *labels)  # the metrics live as long as this object
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
 
     @classmethod
     def register(cls, registry: CollectorRegistry, store: BucketStore) -> Metrics:
         registry.register(StoreCollector(store))
+        hot = HotMetrics()
+        registry.register(hot)
         return cls(
-            latency=Histogram(
-                "decision_latency_seconds",
-                "Time to decide one rate request (or one batch), store round trip included.",
-                ["endpoint"],
-                namespace=NAMESPACE,
-                buckets=LATENCY_BUCKETS,
-                registry=registry,
-            ),
-            decisions=Counter(
-                "decisions",
-                "Decisions by result (allowed, denied), policy and model version.",
-                ["result", "policy", "model_version"],
-                namespace=NAMESPACE,
-                registry=registry,
-            ),
-            underflow=Counter(
-                "bucket_underflow",
-                "Denials on an empty bucket (less than one token left), as opposed to "
-                "denials of a costly request on a bucket that still has tokens.",
-                ["policy", "model_version"],
-                namespace=NAMESPACE,
-                registry=registry,
-            ),
+            hot=hot,
             store_errors=Counter(
                 "store_errors",
                 "Requests answered 503 because the store raised an error its failure mode "
@@ -156,21 +186,28 @@ class Metrics:
             ),
         )
 
+    def observe_latency(self, endpoint: str, seconds: float) -> None:
+        self.hot.observe_latency(endpoint, seconds)
+
     def observe(self, decision: Decision, *, policy: str, model_version: str) -> None:
         """Count one decision."""
-        result = "allowed" if decision.allowed else "denied"
-        self.child(self.decisions, result, policy, model_version).inc()
-        if not decision.allowed and decision.remaining < 1.0:
-            self.child(self.underflow, policy, model_version).inc()
+        allowed = decision.allowed
+        key = ("allowed" if allowed else "denied", policy, model_version)
+        decisions = self.hot.decisions
+        decisions[key] = decisions.get(key, 0.0) + 1.0
+        if not allowed and decision.remaining < 1.0:
+            under = (policy, model_version)
+            self.hot.underflow[under] = self.hot.underflow.get(under, 0.0) + 1.0
 
     def observe_counts(
         self, *, allowed: int, denied: int, underflow: int, policy: str, model_version: str
     ) -> None:
-        """Count many decisions at once (a batch): the same series as :meth:`observe` per
-        decision, at the cost of one label lookup per series instead of per decision."""
-        if allowed:
-            self.child(self.decisions, "allowed", policy, model_version).inc(allowed)
-        if denied:
-            self.child(self.decisions, "denied", policy, model_version).inc(denied)
+        """Count many decisions at once (a batch): the same series as :meth:`observe`."""
+        decisions = self.hot.decisions
+        for result, n in (("allowed", allowed), ("denied", denied)):
+            if n:
+                key = (result, policy, model_version)
+                decisions[key] = decisions.get(key, 0.0) + n
         if underflow:
-            self.child(self.underflow, policy, model_version).inc(underflow)
+            under = (policy, model_version)
+            self.hot.underflow[under] = self.hot.underflow.get(under, 0.0) + underflow
