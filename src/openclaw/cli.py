@@ -47,6 +47,31 @@ def main(
     """OpenClaw: per-client token buckets sized by a model of the traffic the service has seen."""
 
 
+config_app = typer.Typer(help="The settings (OPENCLAW_* variables).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("docs")
+def config_docs(
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write to this file [default: stdout].")
+    ] = None,
+) -> None:
+    """The configuration reference (every setting, its variable, type, default, constraints
+    and meaning) as Markdown: what docs/configuration.md holds."""
+    from openclaw.config_docs import settings_reference
+
+    text = settings_reference()
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text)
+    except OSError as exc:
+        raise _fail("config docs", exc) from exc
+    typer.echo(f"wrote {out}")
+
+
 @bench_app.command("limiter")
 def bench_limiter(
     duration: Annotated[
@@ -83,6 +108,7 @@ def bench_limiter(
 
 @bench_app.command("grpc")
 def bench_grpc(
+    *,
     rate: Annotated[float, typer.Option(min=1, help="ShouldRateLimit calls per second.")] = 2000,
     seconds: Annotated[float, typer.Option(min=0.5, help="Seconds of load per round.")] = 3.0,
     rounds: Annotated[int, typer.Option(min=1, help="Rounds; each runs every contender.")] = 3,
@@ -93,13 +119,16 @@ def bench_grpc(
         Literal["h2load", "python"],
         typer.Option(help="Load generator: h2load (nghttp2-client, C) or python (gRPC futures)."),
     ] = "h2load",
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results to this file.")
+    ] = None,
 ) -> None:
     """Envoy's ShouldRateLimit latency at a fixed rate, against a bare gRPC servicer."""
     from openclaw.bench.grpc import run as run_grpc
     from openclaw.bench.limiter import command_line
 
     try:
-        run_grpc(
+        results = run_grpc(
             rate=rate,
             seconds=seconds,
             rounds=rounds,
@@ -109,6 +138,21 @@ def bench_grpc(
         )
     except OpenClawError as exc:
         raise _fail("bench grpc", exc) from exc
+    if json_path is not None:
+        import json
+
+        from openclaw.bench.report import grpc_payload
+
+        payload = grpc_payload(
+            results,
+            command=command_line(sys.argv),
+            rate=rate,
+            seconds=seconds,
+            rounds=rounds,
+            redis=redis,
+            generator=generator,
+        )
+        json_path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 @bench_app.command("http")
@@ -1091,6 +1135,47 @@ def bench_model(
         raise _fail("bench model", exc) from exc
 
 
+@bench_app.command("report")
+def bench_report(
+    *,
+    out: Annotated[Path, typer.Option("--out", help="The Markdown report to write.")] = Path(
+        "docs/benchmarks.md"
+    ),
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick", help="Shorten every benchmark (a check of the report, not figures)."
+        ),
+    ] = False,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Run only this benchmark (repeat).")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write every figure to this file.")
+    ] = None,
+) -> None:
+    """Every benchmark, one after the other (servers: throwaway Redis and ClickHouse), into
+    one Markdown report: each figure beside its peer measured in the same run, the ratio,
+    the target, the machine, the date, the commit and each benchmark's command. About 9
+    minutes on a 2-core machine; --quick about one and a half.
+
+    Exits 1 when a benchmark could not run (the report says why); a missed target is FAIL in
+    the report and exit 0.
+    """
+    from openclaw.bench.report import Options as ReportOptions
+    from openclaw.bench.report import run as run_report
+
+    options = ReportOptions(out=out, quick=quick, only=tuple(only or ()), json_path=json_path)
+    try:
+        _, complete = run_report(options, command=options.command_line(), echo=typer.echo)
+    except (OpenClawError, OSError) as exc:
+        raise _fail("bench report", exc) from exc
+    typer.echo(f"\nreport written to {out}")
+    if not complete:
+        typer.echo("openclaw bench report: some benchmarks did not run (see the report)", err=True)
+        raise typer.Exit(1)
+
+
 # -- the model registry: openclaw models | promote | rollback -------------------------------
 
 models_app = typer.Typer(
@@ -1211,6 +1296,7 @@ def rollback(
     except (OpenClawError, OSError) as exc:
         raise _fail("rollback", exc) from exc
     typer.echo(describe_change(change))
+
 
 canary_app = typer.Typer(
     help="The model canary of a running service (admin API): start, status, abort.",

@@ -19,6 +19,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="OPENCLAW_", frozen=True, extra="forbid")
 
+    # -- the bucket store (limiter) --------------------------------------------------------
     store_url: str = Field(
         default="memory://",
         description="Bucket store: memory://, redis://host:port/db, rediss://..., "
@@ -35,14 +36,22 @@ class Settings(BaseSettings):
         description="Socket timeout per Redis round trip; a decision that takes longer "
         "follows failure_mode. Envoy gives the whole rate-limit call 20 ms.",
     )
-    redis_connect_timeout_ms: float = Field(default=100.0, gt=0)
+    redis_connect_timeout_ms: float = Field(
+        default=100.0, gt=0, description="Timeout of a new connection to Redis."
+    )
     redis_retry_interval_s: float = Field(
         default=1.0,
         gt=0,
         description="After a Redis failure, decide by failure_mode for this long before trying "
         "Redis again, so an outage does not cost a timeout per request.",
     )
-    redis_key_prefix: str = Field(default="oc", min_length=1, pattern=r"^[^{}]+$")
+    redis_key_prefix: str = Field(
+        default="oc",
+        min_length=1,
+        pattern=r"^[^{}]+$",
+        description="Prefix of the bucket keys in Redis (PREFIX:{client}); without braces, "
+        "which would break the hash tag that keeps a client's keys on one cluster slot.",
+    )
     redis_max_batch: int = Field(
         default=512,
         gt=0,
