@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -152,6 +153,25 @@ def test_serve_with_a_bad_policy_file_exits_with_the_reason(tmp_path: Path) -> N
     assert result.returncode == 2
     assert "bad.toml" in result.stderr
     assert "capacity" in result.stderr
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    env = {**os.environ, "OPENCLAW_HTTP_PORT": "99999", "OPENCLAW_FAILURE_MODE": "maybe"}
+    result = subprocess.run(
+        [str(BIN / "openclaw"), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2, result.stderr  # no traceback
+    by_variable = {line.split(":")[1].split()[-1]: line for line in lines}
+    assert "65535" in by_variable["OPENCLAW_HTTP_PORT"]
+    assert "'open', 'closed' or 'local'" in by_variable["OPENCLAW_FAILURE_MODE"]
 
 
 def test_serving_never_imports_torch() -> None:

@@ -13,7 +13,25 @@ from openclaw.bench import LIMITER_DURATION_S, LIMITER_ROUNDS
 from openclaw.errors import OpenClawError
 from openclaw.rollout.pipeline_cli import pipeline_app
 
-app = typer.Typer(
+
+class _Typer(typer.Typer):
+    """The ``openclaw`` command: a setting that does not validate (``OPENCLAW_HTTP_PORT=99999``)
+    is one line per bad variable and exit 2, not pydantic's traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from pydantic import ValidationError
+
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            for error in exc.errors():
+                name = ".".join(str(part) for part in error["loc"])
+                where = f"OPENCLAW_{name.upper()}" if name else "settings"
+                typer.echo(f"openclaw: invalid {where}: {error['msg']}", err=True)
+            raise SystemExit(2) from None
+
+
+app = _Typer(
     name="openclaw",
     help="Rate limiting whose limits learn.",
     no_args_is_help=True,
