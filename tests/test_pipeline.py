@@ -306,7 +306,8 @@ def test_the_steps_one_by_one_with_an_image_builder(tmp_path: Path) -> None:
 def test_a_failed_gate_stops_the_run_with_its_reason_and_registers_nothing(
     tmp_path: Path,
 ) -> None:
-    env = {**no_builder(tmp_path), "OPENCLAW_GATE_MAX_LEGIT_THROTTLED": "0.001"}
+    # No abuse admitted at all: no limit can pass that (a scraper's first requests get in).
+    env = {**no_builder(tmp_path), "OPENCLAW_GATE_MAX_ABUSE_ADMITTED": "0"}
     # A new run named by the caller (as Airflow names its runs).
     run_id = "scheduled__1995-07-02T00:00:00+00:00"
     code, stdout, stderr = invoke(
@@ -315,21 +316,21 @@ def test_a_failed_gate_stops_the_run_with_its_reason_and_registers_nothing(
     )  # fmt: skip
     assert code == 1, stdout + stderr
     assert "the gate failed" in stderr
-    assert "scraper: legit throttled " in stderr
-    assert "is above the bound 0.10% (OPENCLAW_GATE_MAX_LEGIT_THROTTLED)" in stderr
+    assert "scraper: abuse admitted " in stderr
+    assert "is above the bound 0.00% (OPENCLAW_GATE_MAX_ABUSE_ADMITTED)" in stderr
     assert run_ids(tmp_path) == [run_id]
     body = record(tmp_path, run_id)
     assert body["outcome"] == "rejected"
     assert body["reason"].startswith("validate: the gate failed")
     assert body["steps"]["validate"]["status"] == "failed"
-    assert "OPENCLAW_GATE_MAX_LEGIT_THROTTLED" in body["steps"]["validate"]["error"]
+    assert "OPENCLAW_GATE_MAX_ABUSE_ADMITTED" in body["steps"]["validate"]["error"]
     assert [body["steps"][s]["status"] for s in ("register", "package", "canary")] == [
         "pending"
     ] * 3
     gate = body["metrics"]["gate"]
     assert gate["passed"] is False
     failed = [c for c in gate["checks"] if not c["passed"]]
-    assert any(c["metric"] == "legit_throttled" and c["kind"] == "bound" for c in failed)
+    assert any(c["metric"] == "abuse_admitted" and c["kind"] == "bound" for c in failed)
     assert all(c["worse_by"] > c["allowed"] for c in failed)
     assert Registry(tmp_path / "models").versions() == []
     assert Registry(tmp_path / "models").aliases() == {"champion": None, "challenger": None}
