@@ -303,6 +303,12 @@ def test_a_bad_challenger_rolls_back_by_itself_and_a_good_one_is_promoted_under_
         )
         load_codes = dict(load.codes)
 
+    # The timeline, for the record (pytest -s shows it): window time since the first window.
+    for run in (bad_run, good_run):
+        for e in run["history"]:
+            at = e["at"] - T0
+            print(f"t={at:7.1f}s {run['version']} {e['phase']:11} {e['weight']:4g}% {e['note']}")
+    print("requests by answer:", load_codes, "by deciding version:", dict(load.versions))
     assert good_run["phase"] == "promoted", good_run
     assert phases(good_run) == [
         ("shadow", 0.0),
