@@ -109,7 +109,7 @@ def test_a_run_does_every_step_and_leaves_a_complete_record(first: Done) -> None
         assert step["error"] is None
     # Inputs: the source, the window, row counts, settings, code revision.
     inputs = body["inputs"]
-    assert inputs["source"] == f"trace {HEAD} (nasa-tsv)"
+    assert inputs["source"] == f"trace {HEAD.resolve()} (nasa-tsv)"
     assert inputs["rows"]["trace_events"] == inputs["rows"]["events"] == 9_999
     assert inputs["rows"]["feature_rows"] > 1000
     assert inputs["window"] == {
