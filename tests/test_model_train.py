@@ -31,6 +31,7 @@ from openclaw.model.dataset import (
     data_range,
     knot_envelopes,
     make_pairs,
+    quota_needs,
     time_split,
 )
 from openclaw.model.predictor import OutputBounds
@@ -41,6 +42,7 @@ from openclaw.model.train import (
     conformal_rank,
     fit_network,
     network_outputs,
+    policy_defaults,
     predict_trained,
     train_model,
     write_model,
@@ -222,6 +224,53 @@ def test_store_envelopes_are_the_reference_envelope_and_the_chord_bounds_them(na
     np.testing.assert_allclose(StoreEnvelopes(nasa.store)(some, zero)[:, 0], count_next)
 
 
+def test_quota_needs_are_each_client_windows_envelope_read_a_slice_at_a_time(nasa: Nasa) -> None:
+    batch = nasa.store.scan()
+    since = int(batch.ts_us.min()) // W_US * W_US
+    until = (int(batch.ts_us.max()) // W_US + 1) * W_US
+    need, n = quota_needs(
+        nasa.store, since_us=since, until_us=until, window_us=W_US, rate=0.01, slice_s=3600.0
+    )
+    # The reference: every (client, window) segment of the scan, one at a time.
+    window = batch.ts_us // W_US
+    reference = []
+    for key in sorted(set(zip(batch.client_id.astype(str), window.tolist(), strict=True))):
+        mine = (batch.client_id == key[0]) & (window == key[1])
+        ts = np.sort(batch.ts_us[mine] - key[1] * W_US) / US
+        reference.append((round(envelope(ts, 0.01), 9), int(mine.sum())))
+    got = sorted(zip(np.round(need, 9).tolist(), n.astype(int).tolist(), strict=True))
+    assert len(got) == len(reference)
+    assert int(n.sum()) == len(batch)  # every event in exactly one segment
+    expected = sorted(reference)
+    np.testing.assert_allclose([g[0] for g in got], [e[0] for e in expected], rtol=1e-12)
+    assert [g[1] for g in got] == [e[1] for e in expected]
+
+
+def test_the_manifest_carries_the_policy_defaults_fitted_on_the_training_data(
+    nasa: Nasa,
+) -> None:
+    from openclaw.sim.labels import segment
+    from openclaw.sim.policies import PolicyConfig, fit_static
+
+    batch = nasa.store.scan()
+    span = (int(batch.ts_us.min()) // W_US * W_US, (int(batch.ts_us.max()) // W_US + 1) * W_US)
+    defaults = policy_defaults(nasa.store, span=span, window_us=W_US)
+    tier, unhealthy = defaults["tier_default"], defaults["unhealthy_default"]
+    config = PolicyConfig()
+    assert tier["budget"] == config.model_budget
+    assert unhealthy["budget"] == config.static_budget
+    assert defaults["requests"] == len(batch)
+    # The static grid search at the lowest rate, on the same segments, gives the same quotas.
+    codes = np.unique(batch.client_id.astype(str), return_inverse=True)[1]
+    segments = segment(batch.ts_us, codes, window_us=W_US, horizon_us=60 * US)
+    lowest = np.array([config.static_rate_grid[0]])
+    for quota in (tier, unhealthy):
+        fit = fit_static(segments, budget=quota["budget"], rates=lowest, window_s=300.0)
+        assert quota["capacity"] == pytest.approx(fit.capacity)
+        assert quota["refill_rate"] == fit.refill_rate
+    assert tier["capacity"] > unhealthy["capacity"]  # a smaller budget costs a bigger quota
+
+
 def test_chord_bound_interpolates_between_points_and_stays_flat_beyond() -> None:
     rates = np.array([[0.0, 0.1, 1.0, 10.0, 20.0]])
     caps = np.array([[100.0, 50.0, 10.0, 2.0, 1.0]])
@@ -383,6 +432,10 @@ def test_openclaw_train_on_the_nasa_trace_writes_an_artifact_that_predicts(tmp_p
     assert manifest.data.details["training"]["epochs_run"] == 3
     assert manifest.data.details["trace_events"] == 33_996
     assert manifest.calibration.details["envelope"].startswith("exact")
+    defaults = manifest.calibration.details["policy_defaults"]
+    assert defaults["requests"] == 33_996
+    assert defaults["tier_default"]["capacity"] >= defaults["unhealthy_default"]["capacity"] >= 1
+    assert "defaults (clients without a prediction): a quota of" in result.output
     cap, rate = predict_bucket_params(directory, np.ones(len(FEATURE_NAMES)))
     assert isinstance(cap, float)
     assert math.isfinite(cap)
@@ -394,9 +447,17 @@ def test_openclaw_train_on_the_nasa_trace_writes_an_artifact_that_predicts(tmp_p
     from openclaw.sim.policies import default_model_loader
 
     frame = _frame([("a", 1, 0.2, 3.0), ("b", 1, 0.05, 1.0)])
-    caps, rates = default_model_loader(directory).predict(frame)
+    loaded = default_model_loader(directory)
+    caps, rates = loaded.predict(frame)
     assert caps.shape == rates.shape == (2,)
     assert np.all(caps >= 1.0)
+    # ... and serves the defaults the manifest carries.
+    from openclaw.sim.policies import manifest_defaults
+
+    assert manifest_defaults(loaded) == (
+        (defaults["tier_default"]["capacity"], defaults["tier_default"]["refill_rate"]),
+        (defaults["unhealthy_default"]["capacity"], defaults["unhealthy_default"]["refill_rate"]),
+    )
 
     # A second run the same day gets the next version.
     again = CliRunner().invoke(

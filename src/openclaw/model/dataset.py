@@ -421,6 +421,39 @@ class StoreEnvelopes:
         return segmented_envelope(rel_s, offsets, rates)
 
 
+def quota_needs(
+    store: EventStore,
+    *,
+    since_us: int,
+    until_us: int,
+    window_us: int,
+    rate: float,
+    slice_s: float = SCAN_SLICE_S,
+) -> tuple[F64, F64]:
+    """Per (client, window) of the store's ``[since_us, until_us)``: the envelope ``b*(rate)``
+    (what a per-window quota at that refill rate must hold) and the request count, read a day
+    at a time (``openclaw.sim.policies.fit_quota`` takes them)."""
+    needs: list[F64] = []
+    counts: list[F64] = []
+    per_slice = max(1, int(slice_s * US // window_us)) * window_us
+    for lo in range(since_us // window_us * window_us, until_us, per_slice):
+        batch = store.scan(since_us=max(lo, since_us), until_us=min(lo + per_slice, until_us))
+        if not len(batch):
+            continue
+        codes = np.unique(batch.client_id.astype(str), return_inverse=True)[1]
+        order = np.lexsort((batch.ts_us, codes))
+        ts, client = batch.ts_us[order], codes[order].astype(np.int64)
+        win = ts // window_us
+        cut = np.flatnonzero((np.diff(win) != 0) | (np.diff(client) != 0)) + 1
+        offsets = np.concatenate(([0], cut, [ts.size])).astype(np.intp)
+        rel_s = (ts - np.repeat(win[offsets[:-1]] * window_us, np.diff(offsets))) / US
+        needs.append(segmented_envelope(rel_s, offsets, np.array([rate]))[:, 0])
+        counts.append(np.diff(offsets).astype(np.float64))
+    if not needs:
+        return np.empty(0), np.empty(0)
+    return np.concatenate(needs), np.concatenate(counts)
+
+
 # -- from a store ----------------------------------------------------------------------------
 
 

@@ -26,6 +26,9 @@ The steps (:func:`train_model`), on pairs from :mod:`openclaw.model.dataset`:
    two baselines: the best constant, the training targets' quantile, and persistence, the
    current window's label), coverage, under-allocation, over-allocation; and persistence
    calibrated by the same procedure, the ablation the model must beat at equal coverage.
+5. The learned policy's defaults (:func:`policy_defaults`, ``openclaw train`` only): the
+   per-window quotas served to clients without a prediction, fitted on every request of the
+   training span, written into the calibration's details for the service and the replay.
 
 Reproducible: ``seed`` seeds the initialisation and the shuffling, torch runs deterministic
 algorithms on ``threads`` threads, so the same data, seed and thread count give the same
@@ -72,6 +75,7 @@ from openclaw.model.dataset import (
     data_range,
     fit_features,
     make_pairs,
+    quota_needs,
     time_split,
     utc,
 )
@@ -892,6 +896,11 @@ def run_train(
         )
         bar.remove_task(task)
         phases["train"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        trained = with_policy_defaults(
+            trained, policy_defaults(store, span=span, window_us=window_us)
+        )
+        phases["defaults"] = time.perf_counter() - t0
     since_us, until_us = span
     data = DataInfo(
         source=source, start=utc(since_us), end=utc(until_us), counts=counts, details=details
@@ -909,6 +918,48 @@ def run_train(
         seconds=time.perf_counter() - started,
         phases=phases,
     )
+
+
+def policy_defaults(store: EventStore, *, span: tuple[int, int], window_us: int) -> dict[str, Any]:
+    """What the learned policy serves clients without a prediction (``openclaw.sim.policies``,
+    "The tier default" and "The unhealthy-backend mode"), fitted on the training span: the
+    smallest per-window quotas that throttle at most the learned policy's budget (healthy
+    backend) and the static policy's (unhealthy) of its requests. The manifest carries them
+    (``calibration.details.policy_defaults``) for the service; a replay fits the same on its
+    training part."""
+    from openclaw.sim.policies import PolicyConfig, fit_quota
+
+    policy = PolicyConfig()
+    rate = policy.static_rate_grid[0]
+    since_us, until_us = span
+    need, n = quota_needs(
+        store, since_us=since_us, until_us=until_us, window_us=window_us, rate=rate
+    )
+
+    def quota(budget: float) -> dict[str, float]:
+        return {
+            "budget": budget,
+            "capacity": fit_quota(need, n, budget=budget),
+            "refill_rate": rate,
+        }
+
+    return {
+        "tier_default": quota(policy.model_budget),
+        "unhealthy_default": quota(policy.static_budget),
+        "segments": int(need.size),
+        "requests": int(n.sum()),
+        "fit": "smallest per-window quota (capacity at the refill rate) whose (client, window) "
+        "segments needing more hold at most the budget of the requests",
+    }
+
+
+def with_policy_defaults(trained: Trained, defaults: Mapping[str, Any]) -> Trained:
+    """``trained`` with ``defaults`` in its calibration's details."""
+    from dataclasses import replace
+
+    cal = trained.calibration
+    details = {**cal.details, "policy_defaults": dict(defaults)}
+    return replace(trained, calibration=replace(cal, details=details))
 
 
 def render_report(console: Console, report: TrainReport) -> None:
@@ -936,6 +987,15 @@ def render_report(console: Console, report: TrainReport) -> None:
         f"x{factors['refill_rate']:.3g} for coverage {trained.config.coverage:g} "
         f"({trained.calibration.details.get('envelope')})"
     )
+    defaults = trained.calibration.details.get("policy_defaults")
+    if defaults is not None:
+        tier, unhealthy = defaults["tier_default"], defaults["unhealthy_default"]
+        console.print(
+            f"defaults (clients without a prediction): a quota of {tier['capacity']:.1f} "
+            f"requests per window (budget {tier['budget']:.1%} of the training requests), "
+            f"{unhealthy['capacity']:.1f} after an unhealthy window (budget "
+            f"{unhealthy['budget']:.1%})"
+        )
     table = Table(title="metrics (pairs whose client is active in the next window)")
     table.add_column("metric")
     table.add_column("validation", justify="right")

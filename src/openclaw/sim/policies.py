@@ -25,13 +25,50 @@ Policies (``make_policy`` names):
                  full at each window, see ``replay``).
 ``X+gov``        policy X under the AIMD governor (:class:`GovernorConfig`).
 ``model``        :class:`ModelPolicy`: any object with ``predict(FeatureFrame) -> (capacity,
-                 refill_rate)`` (the trained model plugs in here), fed the features of the last
-                 finished window computed by ``openclaw.features.core``, the service's path.
+                 refill_rate)`` fed the features of the last finished window computed by
+                 ``openclaw.features.core``, the service's path (the bare hook).
+``PATH``         a model directory written by ``openclaw train``: :class:`LearnedModelPolicy`,
+                 the hook with what the service's learned policy does around the model
+                 (below); a model without the trainer's defaults runs as the bare hook.
 
-Unseen clients (``percentile``, ``persistence``, ``model``) get a default: the
+Unseen clients (``percentile``, ``persistence``, the bare ``model`` hook) get a default: the
 ``default_quantile`` of the ``r*`` and ``b*`` of clients' *first* windows in the training
 part (what a new client needs), times the policy's margin. Every finite bucket is floored at
 ``min_capacity`` tokens and one request per label horizon.
+
+The learned policy (:class:`LearnedModelPolicy`), as the service runs it
+(``openclaw.policy.learned``): the model's buckets under five rules, each kept because a
+development replay measured what it does (docs/evaluation.md, "The model against the
+baselines"):
+
+* **The tier default** for every client the model has no prediction for (new, or silent in
+  the last window: on the NASA day most (client, window) pairs): the smallest per-window
+  quota (``fit_quota``: the static grid search at its lowest rate) that throttles at most
+  ``model_budget`` of the training requests (0.1%, the evaluation's goal). ``openclaw
+  train`` fits it on the model's training data and writes it in the manifest, where the
+  service reads it; so does the replay (``manifest_defaults``), or, for a model without
+  them, it fits them on its own training part.
+* **The floor**: a learned bucket that admits less in a window (``b + r W``) than the tier
+  default is raised to it, so a client the model knows is never worse off than one it does
+  not. (A model trained on a few nights of one server extrapolates badly to a day of it; the
+  floor bounds what that costs legitimate clients.)
+* **The quota**: every bucket is served as a per-window quota, capacity ``b + r W`` and the
+  tier default's refill rate (the static bucket's shape). Buckets start full at every window
+  boundary (``replay``), so a quota admits every arrival pattern the bucket ``(b, r)``
+  admits; but under the governor a scaled quota stays drained for the rest of the window,
+  where a scaled rate would keep refilling it.
+* **The refusal guard**: a client more than ``model_guard_refused`` of whose attempts in the
+  last window were refused (429) kept sending after being told to stop, which a legitimate
+  client (it retries a few times, after waiting) does not; its next bucket holds at most
+  ``model_guard_keep`` of what it was let through in the last window (at least
+  ``min_capacity``), at the default's refill rate, whatever the model says. The features say
+  what a client did, not whether it listened: this is what stops a runaway client or a
+  scraper the model would otherwise extrapolate from.
+* **The unhealthy-backend mode**: after a window whose p99 latency or 5xx share broke the
+  SLO (``model_slo_*``: the features ``global_p99_ms`` and ``global_5xx_frac``), the default
+  is the quota at the static policy's budget (``static_budget``, 1%) and learned buckets are
+  not floored: the generous default is what a healthy backend can afford; an overloaded one
+  gets each client's predicted need, which the governor then scales.
 """
 
 from __future__ import annotations
@@ -39,7 +76,7 @@ from __future__ import annotations
 import bisect
 import importlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol, cast, runtime_checkable
@@ -120,6 +157,24 @@ class PolicyConfig:
     default_quantile: float = 0.99
     min_capacity: float = 1.0
     governor: GovernorConfig = field(default_factory=GovernorConfig)
+    #: The learned policy (``LearnedModelPolicy``): the share of training requests its tier
+    #: default may throttle (``fit_quota``'s budget).
+    model_budget: float = 0.001
+    #: Raise learned buckets that admit less per window than the tier default to it.
+    model_floor: bool = True
+    #: Serve each learned bucket as a per-window quota: capacity ``b + r W``, the tier
+    #: default's rate.
+    model_quota: bool = True
+    #: The refusal guard: a client with more than this share of its last window's attempts
+    #: refused gets at most ``model_guard_keep`` of what it was admitted (1.0: no guard).
+    model_guard_refused: float = 0.5
+    model_guard_keep: float = 0.5
+    #: The unhealthy-backend mode: after a window whose p99 latency or 5xx share broke the
+    #: SLO (``OPENCLAW_SLO_P99_MS``, ``OPENCLAW_SLO_ERROR_RATE``, whose defaults these are),
+    #: the default is the quota at ``static_budget`` and learned buckets are not floored.
+    model_unhealthy_mode: bool = True
+    model_slo_p99_ms: float = 200.0
+    model_slo_error_rate: float = 0.01
 
 
 def _floored(cap: F64, rate: F64, config: PolicyConfig, horizon_us: int) -> tuple[F64, F64]:
@@ -185,6 +240,37 @@ def fit_static(train: Segments, *, budget: float, rates: F64, window_s: float) -
             best, best_bound = StaticFit(b, float(r), thrown), bound
     assert best is not None
     return best
+
+
+def fit_quota(need: F64, requests: F64, *, budget: float) -> float:
+    """The smallest per-window quota (a capacity at a fixed, negligible refill rate) such that
+    the (client, window) segments needing more (``need``: their envelope at that rate) hold at
+    most ``budget`` of the ``requests``: ``fit_static`` at one rate, from arrays a caller may
+    gather a slice at a time (the trainer does, over a store)."""
+    need = np.asarray(need, dtype=np.float64)
+    n = np.asarray(requests, dtype=np.float64)
+    if not need.size:
+        return 1.0
+    order = np.argsort(-need, kind="stable")
+    spent = np.cumsum(n[order])
+    skip = int(np.searchsorted(spent, budget * float(n.sum()), side="right"))
+    quota = float(label_capacity(need[order[skip]])) if skip < need.size else 1.0
+    return max(quota, 1.0)
+
+
+def tier_defaults(train: Segments, config: PolicyConfig) -> tuple[float, float, float]:
+    """The learned policy's two defaults fitted on training segments: ``(rate, quota at
+    model_budget, quota at static_budget)``, the rate the lowest of ``static_rate_grid``."""
+    rate = config.static_rate_grid[0]
+    if not len(train):
+        return rate, config.min_capacity, config.min_capacity
+    need = segmented_envelope(train.rel_s, train.offsets, np.array([rate]))[:, 0]
+    n = train.n.astype(np.float64)
+    return (
+        rate,
+        fit_quota(need, n, budget=config.model_budget),
+        fit_quota(need, n, budget=config.static_budget),
+    )
 
 
 class StaticBest:
@@ -338,7 +424,9 @@ class ModelPolicy:
         )
 
     def params_for(self, window: int, history: History) -> Allocation:
-        frame = history.features_of_last()
+        return self._allocate(history.features_of_last(), history)
+
+    def _allocate(self, frame: FeatureFrame, history: History) -> Allocation:
         if not len(frame):
             return Allocation(np.empty(0, np.int64), np.empty(0), np.empty(0), self._default)
         cap, rate = self.model.predict(frame)
@@ -352,7 +440,100 @@ class ModelPolicy:
             (history.index_of(str(n)) for n in frame.client_id), np.int64, len(frame)
         )
         cap, rate = _floored(cap, rate, self.config, history.horizon_us)
+        cap, rate = self._adjust(frame, cap, rate, history)
         return Allocation(clients, cap, rate, self._default)
+
+    def _adjust(
+        self, frame: FeatureFrame, cap: F64, rate: F64, history: History
+    ) -> tuple[F64, F64]:
+        """What a subclass does to the floored buckets (rows of ``frame``); nothing here."""
+        return cap, rate
+
+
+def backend_unhealthy(frame: FeatureFrame, config: PolicyConfig) -> bool:
+    """Whether the window ``frame`` describes broke the SLO as a whole: its p99 latency
+    (``global_p99_ms``, 0 when no latency is known) or its 5xx share above the bound."""
+    if not len(frame):
+        return False
+    p99 = float(frame.column("global_p99_ms")[0])
+    errors = float(frame.column("global_5xx_frac")[0])
+    return p99 > config.model_slo_p99_ms or errors > config.model_slo_error_rate
+
+
+def manifest_defaults(
+    model: object,
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The two defaults a trained model's manifest carries (``openclaw train`` fits them on
+    its training data: ``calibration.details.policy_defaults``), as ``(tier, unhealthy)``
+    ``(capacity, refill_rate)`` pairs; None for a model without them."""
+    details = getattr(getattr(model, "calibration", None), "details", None)
+    found = details.get("policy_defaults") if isinstance(details, Mapping) else None
+    if not isinstance(found, Mapping):
+        return None
+    try:
+        tier, unhealthy = found["tier_default"], found["unhealthy_default"]
+        return (
+            (float(tier["capacity"]), float(tier["refill_rate"])),
+            (float(unhealthy["capacity"]), float(unhealthy["refill_rate"])),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"the model's policy_defaults are malformed: {found!r}") from exc
+
+
+class LearnedModelPolicy(ModelPolicy):
+    """The learned policy as the service runs it: the model's buckets under the rules of the
+    module docstring (the tier default, the floor, the quota, the refusal guard, the
+    unhealthy-backend mode; their knobs are ``PolicyConfig.model_*``)."""
+
+    def __init__(
+        self, model: BucketModel, *, config: PolicyConfig, name: str = "model", margin: float = 1.0
+    ) -> None:
+        super().__init__(model, config=config, name=name, margin=margin)
+        self.tier_default: tuple[float, float] = (1.0, 1.0)
+        self.unhealthy_default: tuple[float, float] = (1.0, 1.0)
+        #: Whether the last ``params_for`` saw an unhealthy backend (its rules then).
+        self.unhealthy = False
+
+    def begin(self, history: History) -> None:
+        carried = manifest_defaults(self.model)
+        if carried is not None:
+            self.tier_default, self.unhealthy_default = carried
+        else:
+            rate, generous, tight = tier_defaults(history.train, self.config)
+            self.tier_default = (generous, rate)
+            self.unhealthy_default = (tight, rate)
+        self._default = self.tier_default
+        self.unhealthy = False
+
+    def params_for(self, window: int, history: History) -> Allocation:
+        frame = history.features_of_last()
+        self.unhealthy = self.config.model_unhealthy_mode and backend_unhealthy(frame, self.config)
+        self._default = self.unhealthy_default if self.unhealthy else self.tier_default
+        return self._allocate(frame, history)
+
+    def _adjust(
+        self, frame: FeatureFrame, cap: F64, rate: F64, history: History
+    ) -> tuple[F64, F64]:
+        c = self.config
+        w = history.window_us / US
+        cap, rate = cap.copy(), rate.copy()
+        d_cap, d_rate = self._default
+        if c.model_floor and not self.unhealthy:
+            low = cap + rate * w < d_cap + d_rate * w
+            cap[low] = np.maximum(cap[low], d_cap)
+            rate[low] = np.maximum(rate[low], d_rate)
+        if c.model_quota:
+            cap += rate * w
+            rate[:] = d_rate
+        if c.model_guard_keep < 1.0:
+            refused = frame.column("frac_429")
+            ignoring = refused > c.model_guard_refused
+            if np.any(ignoring):
+                admitted = frame.column("n_requests") * (1.0 - refused)
+                allowed = np.maximum(admitted * c.model_guard_keep, c.min_capacity)
+                cap[ignoring] = np.minimum(cap[ignoring] + rate[ignoring] * w, allowed[ignoring])
+                rate[ignoring] = np.minimum(rate[ignoring], d_rate)
+        return cap, rate
 
 
 class Governed:
@@ -467,7 +648,9 @@ def default_model_loader(path: Path) -> BucketModel:
 def resolve_policy(spec: str, *, model_loader: ModelLoader | None = None) -> PolicySpec:
     """A policy name (``make_policy``'s) or the path of a model artifact, either with
     ``+gov`` for the governor. A model is loaded once, here; each run gets a fresh
-    :class:`ModelPolicy` around it, labelled ``model:<directory name>``.
+    :class:`LearnedModelPolicy` around it (a :class:`ModelPolicy`, the bare hook, when the
+    model carries no ``policy_defaults``: not written by ``openclaw train``), labelled
+    ``model:<directory name>``.
 
     Raises ValueError for a name that is neither, before any replay runs."""
     base = spec.removesuffix(GOVERNED_SUFFIX)
@@ -489,8 +672,12 @@ def resolve_policy(spec: str, *, model_loader: ModelLoader | None = None) -> Pol
     model = (model_loader or default_model_loader)(path)
     label = f"model:{path.resolve().name}"
 
+    # Only an artifact of openclaw train carries the defaults the learned policy's rules rest
+    # on; anything else (a bare state_dict, a test's hook) runs as the bare hook.
+    kind = LearnedModelPolicy if manifest_defaults(model) is not None else ModelPolicy
+
     def build(config: PolicyConfig, legit: Segments) -> Policy:
-        policy: Policy = ModelPolicy(model, config=config, name=label)
+        policy: Policy = kind(model, config=config, name=label)
         return Governed(policy, config.governor) if governed else policy
 
     return PolicySpec(label + (GOVERNED_SUFFIX if governed else ""), build)
