@@ -95,14 +95,14 @@ def test_the_scraper_is_contained_and_legitimate_clients_are_not(
     assert legit["clients_throttled"] < 0.05 * legit["clients"]
     assert doc["contained"]
     assert doc["untouched"]
-    # The scraper starts on the tier default and is on the model's bucket once it has a
-    # window of history; the model's bucket admits less of it.
+    # The scraper starts on the model's default bucket (no prediction yet) and is on the
+    # model's own bucket once it has a window of history; that admits less of it.
     sources = {s["source"]: s for s in scraper["by_source"]}
-    assert set(sources) == {"tier_default", "model"}
-    assert sources["model"]["sent"] > sources["tier_default"]["sent"]
+    assert set(sources) == {"model_default", "model"}
+    assert sources["model"]["sent"] > sources["model_default"]["sent"]
     assert sources["model"]["throttled"] / sources["model"]["sent"] >= 0.95
     limits = doc["scraper_limits"]
-    assert limits[0]["source"] == "tier_default"
+    assert limits[0]["source"] == "model_default"
     assert limits[-1]["source"] == "model"
     assert limits[-1]["model_version"] == doc["model_version"]
     assert limits[-1]["capacity"] < 100

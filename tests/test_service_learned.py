@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from openclaw.clock import FakeClock
 from openclaw.model import Registry
+from openclaw.model.artifact import Calibration
 from openclaw.service.server import BackgroundServer, Built, build
 from openclaw.settings import Settings
 from openclaw.testing.models import build_artifact
@@ -297,3 +298,55 @@ def test_a_corrupt_champion_keeps_the_old_model_serving(service: Service) -> Non
     service.boundary(K + 1)
     assert http.get("/api/v1/params/alice").json()["model_version"] == v1
     assert http.get("/readyz").json()["model"]["serving"] == v1
+
+
+def test_a_models_defaults_serve_and_its_buckets_start_full_at_every_window(
+    service: Service,
+) -> None:
+    """The rules of policy/rules.py in the service: the default bucket the manifest carries
+    for clients without a prediction, the floor and quota shape, and buckets keyed by window
+    (a drained bucket that refills at 0.001/s is full again at the next boundary)."""
+    defaults = {
+        "tier_default": {"capacity": 4.0, "refill_rate": 0.001},
+        "unhealthy_default": {"capacity": 2.0, "refill_rate": 0.001},
+    }
+    built = build_artifact(
+        service.tmp / "defaults" / "model-20250801",
+        seed=1,
+        calibration=Calibration(
+            method="quantile-factor",
+            factors={"capacity": 1.2, "refill_rate": 1.1},
+            coverage=0.99,
+            details={"policy_defaults": defaults},
+        ),
+    )
+    version = service.registry.register(built.directory)
+    service.registry.promote(version, reason="test")
+    http = service.start()
+
+    def codes(client: str, n: int) -> list[int]:
+        return [
+            http.get("/api/v1/rate", params={"client_id": client}).status_code for _ in range(n)
+        ]
+
+    bob = http.get("/api/v1/params/bob").json()
+    assert bob["source"] == "model_default"
+    assert bob["model_version"] == version
+    assert [(lim["capacity"], lim["refill_rate"]) for lim in bob["limits"]] == [(4.0, 0.001)]
+    assert codes("bob", 5) == [200] * 4 + [429]
+
+    service.post_events(http, "alice", 40, start=T0 + 1)
+    service.boundary(K)
+    alice = http.get("/api/v1/params/alice").json()
+    assert alice["source"] == "model"
+    (limit,) = alice["limits"]
+    # Floor (at least the default's 4 + 0.06), quota shape, then the tier's bounds [2, 3].
+    assert limit["capacity"] == 3.0
+    assert limit["refill_rate"] == 0.001
+    assert codes("alice", 4) == [200] * 3 + [429]
+    # bob's default bucket is a new one in the new window: full again.
+    assert codes("bob", 5) == [200] * 4 + [429]
+
+    service.post_events(http, "alice", 40, start=(K + 1) * W + 1)
+    service.boundary(K + 1)
+    assert codes("alice", 4) == [200] * 3 + [429]  # full again, though it refills at 0.001/s

@@ -32,8 +32,11 @@ PUBLISH_TIMEOUT_S: Final = 30.0
 MODEL: Final = "model"
 TIER: Final = "tier_default"
 OVERRIDE: Final = "static_override"
+#: The model's default bucket (its manifest's policy_defaults), for clients it has no
+#: prediction for yet.
+MODEL_DEFAULT: Final = "model_default"
 #: Where a request's limits came from (``GET /api/v1/params`` ``source``), by code.
-SOURCES: Final = (TIER, MODEL, OVERRIDE)
+SOURCES: Final = (TIER, MODEL, OVERRIDE, MODEL_DEFAULT)
 
 
 # -- what the driver measured ------------------------------------------------------------------

@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from openclaw.demo.drive import MODEL, OVERRIDE, SOURCES, TIER, Limits, Measured
+from openclaw.demo.drive import (
+    MODEL,
+    MODEL_DEFAULT,
+    OVERRIDE,
+    SOURCES,
+    TIER,
+    Limits,
+    Measured,
+)
 from openclaw.demo.plan import US, DemoOptions, Plan, utc
 
 if TYPE_CHECKING:
@@ -136,6 +144,7 @@ def source_table(rows: Sequence[ClassRow], *, version: str, default: tuple[float
         MODEL: f"model {version}",
         TIER: f"tier default ({default[0]:.3g}, then {default[1]:.3g}/s)",
         OVERRIDE: "static override",
+        MODEL_DEFAULT: f"model {version}'s default (no prediction yet)",
     }
     for r in rows:
         for s in r.by_source:
@@ -370,8 +379,11 @@ def render(result: DemoResult, console: Console, *, options: DemoOptions) -> Non
         scraper_start = int(m.ts_us[m.scraper][0])
         caps = [lim.capacity for _, lim in model_steps]
         rates = [lim.refill_rate for _, lim in model_steps]
+        before = (
+            "the model's default" if steps[0][1].source == MODEL_DEFAULT else "the tier default"
+        )
         console.print(
-            f"the scraper: the tier default for its first {(first_t - scraper_start) / US / 60:.1f}"
+            f"the scraper: {before} for its first {(first_t - scraper_start) / US / 60:.1f}"
             f" min, then the model's bucket: capacity {min(caps):.3g} to {max(caps):.3g}, "
             f"refill {min(rates):.3g} to {max(rates):.3g}/s",
             highlight=False,

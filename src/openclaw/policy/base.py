@@ -37,3 +37,11 @@ def version_for(policy: Policy, client_id: str) -> str:
     own; the protocol does not require one, so a hand-written policy stays a policy)."""
     own = getattr(policy, "version_for", None)
     return policy.version if own is None else str(own(client_id))
+
+
+def bucket_key(policy: Policy, client_id: str, key: str) -> str:
+    """The store key of ``key`` (``client_id``'s buckets, or its buckets for a route) under
+    ``policy``: ``key`` itself, unless the policy says otherwise with a ``bucket_key`` method
+    of its own (a learned table keys its buckets by window: policy/learned.py)."""
+    own = getattr(policy, "bucket_key", None)
+    return key if own is None else str(own(client_id, key))

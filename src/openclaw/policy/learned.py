@@ -68,6 +68,7 @@ from openclaw.model.predictor import BucketPredictor, OutputBounds
 from openclaw.model.registry import Registry
 from openclaw.policy.base import Policy
 from openclaw.policy.governor import GovernorConfig, GovernorState
+from openclaw.policy.rules import Rules, backend_unhealthy, manifest_defaults, serve_buckets
 from openclaw.policy.static import ClientRule, PolicyHolder, StaticPolicy, Tier
 from openclaw.rollout.canary import CanaryConfig, CanaryController, in_slice
 from openclaw.settings import Settings
@@ -80,12 +81,16 @@ US: Final = 1_000_000
 SOURCE_MODEL: Final = "model"
 SOURCE_TIER: Final = "tier_default"
 SOURCE_OVERRIDE: Final = "static_override"
+#: The model's default bucket (its manifest's ``policy_defaults``): no prediction yet.
+SOURCE_MODEL_DEFAULT: Final = "model_default"
 
 #: log(predicted / realised): 0 is exact, +0.69 twice the need, -0.69 half of it.
 ERROR_BUCKETS: Final = (-4.0, -2.0, -1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 WallClock = Callable[[], float]
 F64 = npt.NDArray[np.float64]
+#: The rules around a model's buckets: (the rows predicted for, their (n, 2) buckets) -> served.
+Serve = Callable[[FeatureFrame, F64], F64]
 
 
 def _iso(ts_s: float) -> str:
@@ -157,6 +162,11 @@ class LearnedTable:
     #: The challenger serving a canary's slice (its clients' entries in ``learned`` name
     #: it); None when no canary serves anyone.
     canary_version: str | None = None
+    #: The champion's default bucket (its manifest's ``policy_defaults``, governed) for
+    #: clients without a prediction or an override of their own; None: the tier's limits.
+    default: tuple[BucketParams, ...] | None = None
+    #: Clients with limits of their own in the policy file (never learned, never defaulted).
+    overrides: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -169,7 +179,9 @@ class LearnedTable:
     def limits_for(self, client_id: str, *, route: str | None = None) -> tuple[BucketParams, ...]:
         found = self.limits.get(client_id)
         if found is None:
-            return self.static.limits_for(client_id, route=route)
+            found = self.default
+            if found is None or client_id in self.overrides:
+                return self.static.limits_for(client_id, route=route)
         if route is not None:
             routed = self.static.tiers[self.static.tier_of(client_id)].routes.get(route)
             if routed is not None:
@@ -178,6 +190,18 @@ class LearnedTable:
 
     def tier_of(self, client_id: str) -> str:
         return self.static.tier_of(client_id)
+
+    def bucket_key(self, client_id: str, key: str) -> str:
+        """The store key of ``key`` (the client's, or its route's) in the window in force: a
+        model's buckets (learned, or its default) start full at every window boundary, as the
+        labels they were trained on do (policy/rules.py); so each window has keys of its own.
+        Old windows' keys expire as buckets do (a Redis with ``maxmemory-policy volatile-lru``
+        evicts them first)."""
+        if self.model_version is None or self.window is None or client_id in self.overrides:
+            return key
+        if self.default is None and client_id not in self.limits:
+            return key
+        return f"{key}@{self.window}"
 
     def version_for(self, client_id: str) -> str:
         canary = self.canary_version
@@ -193,6 +217,19 @@ class LearnedTable:
         learned = self.learned.get(client_id)
         tier = self.static_raw.tiers[self.static_raw.tier_of(client_id)]
         routed = route is not None and route in tier.routes
+        if (
+            learned is None
+            and not routed
+            and self.default is not None
+            and client_id not in self.overrides
+        ):
+            return {
+                "source": SOURCE_MODEL_DEFAULT,
+                "model_version": self.model_version,
+                "window": None,
+                "predicted": None,
+                "governor": self.multiplier,
+            }
         if learned is not None and not routed:
             hot = client_id in self.hot
             start = learned.window * self.window_s
@@ -419,6 +456,8 @@ class LearnedPolicy:
         #: Each client's highest r* in a closed window so far: "within its history".
         self._peaks: dict[str, float] = {}
         self._canary_version: str | None = None
+        #: Whether the last closed window broke the SLO (policy/rules.py: the tighter default).
+        self._unhealthy = False
         self._hot: frozenset[str] = frozenset()
         self._static_used = self._static_now()
         now = clock()
@@ -649,6 +688,12 @@ class LearnedPolicy:
             self._observe_error(frame, window)
             if self.canary is not None:
                 self._observe_health(frame, window)
+            self._unhealthy = backend_unhealthy(
+                float(frame.column("global_p99_ms")[0]),
+                float(frame.column("global_5xx_frac")[0]),
+                slo_p99_ms=self.settings.slo_p99_ms,
+                slo_error_rate=self.settings.slo_error_rate,
+            )
         self._frame = frame
         self._frame_window = window
         self._predict()
@@ -698,12 +743,44 @@ class LearnedPolicy:
             if r > peaks.get(client, -1.0):
                 peaks[client] = r
 
+    def _default_of(self, model: BucketPredictor | None) -> tuple[float, float] | None:
+        """The default bucket ``model`` carries for the window in force (policy/rules.py)."""
+        if model is None:
+            return None
+        try:
+            defaults = manifest_defaults(model)
+        except ValueError as exc:
+            self._log.warning("learned policy: %s: %s; tier defaults serve", model.version, exc)
+            return None
+        if defaults is None:
+            return None
+        return defaults[1] if self._unhealthy else defaults[0]
+
     def _predict_with(self, model: BucketPredictor, static: StaticPolicy) -> dict[str, Learned]:
         frame = self._frame
         if frame is None or self._frame_window is None:
             return {}
+        default = self._default_of(model)
+        serve: Serve | None = None
+        if default is not None:
+            unhealthy, window_s = self._unhealthy, self.window_s
+            horizon_s = self.settings.label_horizon_s
+
+            def serve(rows: FeatureFrame, out: F64) -> F64:
+                cap, rate = serve_buckets(
+                    np.maximum(out[:, 0], 1.0),
+                    np.maximum(out[:, 1], 1.0 / horizon_s),
+                    refused=rows.column("frac_429"),
+                    n_requests=rows.column("n_requests"),
+                    default=default,
+                    window_s=window_s,
+                    unhealthy=unhealthy,
+                    rules=Rules(),
+                )
+                return np.column_stack([cap, rate])
+
         try:
-            return predict_table(model, frame, static, window=self._frame_window + 1)
+            return predict_table(model, frame, static, window=self._frame_window + 1, serve=serve)
         except Exception:
             self.metrics.prediction_failures.inc()
             self._log.exception(
@@ -786,6 +863,7 @@ class LearnedPolicy:
             client: (scale(entry.predicted, m_hot if client in hot else m_all),)
             for client, entry in self._learned.items()
         }
+        default = self._default_of(self.models.model)
         return LearnedTable(
             static=scaled_static(static, m_all),
             static_raw=static,
@@ -798,13 +876,21 @@ class LearnedPolicy:
             hot_multiplier=m_hot,
             hot=hot,
             canary_version=self._canary_version,
+            default=None if default is None else (scale(BucketParams(*default), m_all),),
+            overrides=frozenset(c for c, rule in static.clients.items() if rule.limits is not None),
         )
 
 
 def predict_table(
-    model: BucketPredictor, frame: FeatureFrame, static: StaticPolicy, *, window: int
+    model: BucketPredictor,
+    frame: FeatureFrame,
+    static: StaticPolicy,
+    *,
+    window: int,
+    serve: Serve | None = None,
 ) -> dict[str, Learned]:
     """One batched prediction for the clients of ``frame`` (those without a static override),
+    through ``serve`` (the rules of policy/rules.py, when the model carries its defaults),
     clipped to their tier bounds, for ``window``."""
     clients = frame.client_id.tolist()
     keep = [
@@ -818,6 +904,8 @@ def predict_table(
         frame = frame.take(np.asarray(keep, dtype=np.intp))
         clients = [clients[i] for i in keep]
     out = model.predict_batch(frame)  # (n, 2), finite, within the model bounds
+    if serve is not None:
+        out = serve(frame, out)
     tiers = [static.tier_of(c) for c in clients]
     names = sorted(set(tiers))
     index = {name: i for i, name in enumerate(names)}

@@ -32,7 +32,7 @@ from starlette.routing import Route
 from openclaw.errors import CanaryError, RequestError, StoreError
 from openclaw.limiter.base import BucketStore, TakeRequest
 from openclaw.limiter.core import NEVER, BucketParams, Decision
-from openclaw.policy.base import Policy, version_for
+from openclaw.policy.base import Policy, bucket_key, version_for
 from openclaw.policy.learned import LearnedPolicy, describe_params
 from openclaw.service import headers as rl_headers
 from openclaw.service.metrics import Metrics
@@ -346,7 +346,9 @@ class Service:
         tier = policy.tier_of(query.client_id)
         started = time.perf_counter()
         try:
-            decision = await self.store.atake(query.key, limits, cost=query.cost)
+            decision = await self.store.atake(
+                bucket_key(policy, query.client_id, query.key), limits, cost=query.cost
+            )
         except StoreError as exc:
             self.metrics.store_errors.inc()
             raise RequestError(
@@ -395,6 +397,7 @@ class Service:
         policy = self.policies.current
         limits_for = policy.limits_for
         tier_of = policy.tier_of
+        keyer = getattr(policy, "bucket_key", None)  # a learned table keys buckets by window
         max_id = self.settings.max_client_id_length
         max_cost = self.settings.max_cost
         fields = RATE_FIELDS
@@ -420,7 +423,8 @@ class Service:
                     routes.append(None)
                     costs.append(cost)
                     tiers.append(tier_of(client))
-                    takes.append(TakeRequest(client, limits_for(client), cost=cost))
+                    key = client if keyer is None else keyer(client, client)
+                    takes.append(TakeRequest(key, limits_for(client), cost=cost))
                     continue
             query = self.batch_query(item, i, request)
             clients.append(query.client_id)
@@ -429,7 +433,9 @@ class Service:
             tiers.append(tier_of(query.client_id))
             takes.append(
                 TakeRequest(
-                    query.key, limits_for(query.client_id, route=query.route), cost=query.cost
+                    bucket_key(policy, query.client_id, query.key),
+                    limits_for(query.client_id, route=query.route),
+                    cost=query.cost,
                 )
             )
         started = time.perf_counter()
@@ -444,6 +450,18 @@ class Service:
         answer, allowed, underflow = batch_body(
             decisions, clients=clients, routes=routes, costs=costs, tiers=tiers, policy=policy
         )
+        self.count_batch(policy, decisions, clients, allowed=allowed, underflow=underflow)
+        return Response(answer, media_type=JSON_TYPE)
+
+    def count_batch(
+        self,
+        policy: Policy,
+        decisions: Sequence[Decision],
+        clients: Sequence[str],
+        *,
+        allowed: int,
+        underflow: int,
+    ) -> None:
         if getattr(policy, "canary_version", None) is None:
             self.metrics.observe_counts(
                 allowed=allowed,
@@ -457,7 +475,6 @@ class Service:
                 self.metrics.observe(
                     decision, policy=policy.name, model_version=version_for(policy, client)
                 )
-        return Response(answer, media_type=JSON_TYPE)
 
     def batch_query(self, item: object, i: int, request: Request) -> RateQuery:
         """One batch item through the Validator: the errors name ``requests[i].<field>``."""

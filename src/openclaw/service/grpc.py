@@ -26,7 +26,7 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from openclaw.errors import InvalidParamsError, StoreError
 from openclaw.limiter.base import BucketStore, TakeRequest
-from openclaw.policy.base import Policy, version_for
+from openclaw.policy.base import Policy, bucket_key, version_for
 from openclaw.service.headers import binding_index
 from openclaw.service.metrics import Metrics
 
@@ -87,7 +87,13 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[
             )
             clients.append(client)
             try:
-                takes.append(TakeRequest.of(key, policy.limits_for(client, route=route), cost=hits))
+                takes.append(
+                    TakeRequest.of(
+                        bucket_key(policy, client, key),
+                        policy.limits_for(client, route=route),
+                        cost=hits,
+                    )
+                )
             except InvalidParamsError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         metrics = self._metrics

@@ -76,7 +76,7 @@ from __future__ import annotations
 import bisect
 import importlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol, cast, runtime_checkable
@@ -87,6 +87,8 @@ import numpy.typing as npt
 from openclaw.errors import ConfigError
 from openclaw.features.core import FeatureFrame, label_capacity, segmented_envelope
 from openclaw.policy.governor import GovernorConfig
+from openclaw.policy.rules import Rules, manifest_defaults, serve_buckets
+from openclaw.policy.rules import backend_unhealthy as unhealthy_window
 from openclaw.sim.history import History
 from openclaw.sim.labels import Segments
 
@@ -455,29 +457,12 @@ def backend_unhealthy(frame: FeatureFrame, config: PolicyConfig) -> bool:
     (``global_p99_ms``, 0 when no latency is known) or its 5xx share above the bound."""
     if not len(frame):
         return False
-    p99 = float(frame.column("global_p99_ms")[0])
-    errors = float(frame.column("global_5xx_frac")[0])
-    return p99 > config.model_slo_p99_ms or errors > config.model_slo_error_rate
-
-
-def manifest_defaults(
-    model: object,
-) -> tuple[tuple[float, float], tuple[float, float]] | None:
-    """The two defaults a trained model's manifest carries (``openclaw train`` fits them on
-    its training data: ``calibration.details.policy_defaults``), as ``(tier, unhealthy)``
-    ``(capacity, refill_rate)`` pairs; None for a model without them."""
-    details = getattr(getattr(model, "calibration", None), "details", None)
-    found = details.get("policy_defaults") if isinstance(details, Mapping) else None
-    if not isinstance(found, Mapping):
-        return None
-    try:
-        tier, unhealthy = found["tier_default"], found["unhealthy_default"]
-        return (
-            (float(tier["capacity"]), float(tier["refill_rate"])),
-            (float(unhealthy["capacity"]), float(unhealthy["refill_rate"])),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"the model's policy_defaults are malformed: {found!r}") from exc
+    return unhealthy_window(
+        float(frame.column("global_p99_ms")[0]),
+        float(frame.column("global_5xx_frac")[0]),
+        slo_p99_ms=config.model_slo_p99_ms,
+        slo_error_rate=config.model_slo_error_rate,
+    )
 
 
 class LearnedModelPolicy(ModelPolicy):
@@ -515,25 +500,23 @@ class LearnedModelPolicy(ModelPolicy):
         self, frame: FeatureFrame, cap: F64, rate: F64, history: History
     ) -> tuple[F64, F64]:
         c = self.config
-        w = history.window_us / US
-        cap, rate = cap.copy(), rate.copy()
-        d_cap, d_rate = self._default
-        if c.model_floor and not self.unhealthy:
-            low = cap + rate * w < d_cap + d_rate * w
-            cap[low] = np.maximum(cap[low], d_cap)
-            rate[low] = np.maximum(rate[low], d_rate)
-        if c.model_quota:
-            cap += rate * w
-            rate[:] = d_rate
-        if c.model_guard_keep < 1.0:
-            refused = frame.column("frac_429")
-            ignoring = refused > c.model_guard_refused
-            if np.any(ignoring):
-                admitted = frame.column("n_requests") * (1.0 - refused)
-                allowed = np.maximum(admitted * c.model_guard_keep, c.min_capacity)
-                cap[ignoring] = np.minimum(cap[ignoring] + rate[ignoring] * w, allowed[ignoring])
-                rate[ignoring] = np.minimum(rate[ignoring], d_rate)
-        return cap, rate
+        # The service's rules, the same function (openclaw.policy.rules).
+        return serve_buckets(
+            cap,
+            rate,
+            refused=frame.column("frac_429"),
+            n_requests=frame.column("n_requests"),
+            default=self._default,
+            window_s=history.window_us / US,
+            unhealthy=self.unhealthy,
+            rules=Rules(
+                floor=c.model_floor,
+                quota=c.model_quota,
+                guard_refused=c.model_guard_refused,
+                guard_keep=c.model_guard_keep,
+                min_capacity=c.min_capacity,
+            ),
+        )
 
 
 class Governed:
