@@ -452,7 +452,7 @@ def test_openclaw_train_on_the_nasa_trace_writes_an_artifact_that_predicts(tmp_p
     assert caps.shape == rates.shape == (2,)
     assert np.all(caps >= 1.0)
     # ... and serves the defaults the manifest carries.
-    from openclaw.sim.policies import manifest_defaults
+    from openclaw.policy.rules import manifest_defaults
 
     assert manifest_defaults(loaded) == (
         (defaults["tier_default"]["capacity"], defaults["tier_default"]["refill_rate"]),

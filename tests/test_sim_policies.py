@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from openclaw.features.core import FeatureFrame, window_label
 from openclaw.policy.governor import GovernorConfig, GovernorState, p99_breaks
+from openclaw.policy.rules import manifest_defaults
 from openclaw.sim.history import Attempts, History
 from openclaw.sim.labels import segment
 from openclaw.sim.policies import (
@@ -30,7 +31,6 @@ from openclaw.sim.policies import (
     fit_quota,
     fit_static,
     make_policy,
-    manifest_defaults,
     resolve_policy,
 )
 
