@@ -8,22 +8,29 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from openclaw.clock import FakeClock
-from openclaw.model import Registry
 from openclaw.model.artifact import Calibration
-from openclaw.service.server import BackgroundServer, Built, build
+from openclaw.service.server import BackgroundServer, build
 from openclaw.settings import Settings
 from openclaw.testing.cli import invoke
+from openclaw.testing.learned import (
+    AUTH,
+    T0,
+    TOKEN,
+    K,
+    LearnedService,
+    W,
+    metric,
+    wait_for,
+)
 from openclaw.testing.models import build_artifact
 
 
@@ -33,11 +40,6 @@ class Ran:
         self.output = out + err
 
 
-W = 60.0
-T0 = 29_233_333 * W  # a window start
-K = int(T0 // W)
-TOKEN = "canary-admin-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CLIENTS = [f"client-{i}" for i in range(24)]
 EVENTS_PER_WINDOW = 30
 
@@ -48,22 +50,6 @@ default_tier = "free"
 limits = [{ capacity = 1000, refill_rate = 100 }]
 bounds = { min_capacity = 1, max_capacity = 100000, max_refill_rate = 1000 }
 """
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.01)
-
-
-def metric(text: str, name: str, labels: dict[str, str]) -> float | None:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return None
 
 
 class Load:
@@ -118,19 +104,11 @@ class Load:
             t.join()
 
 
-class Service:
+class Service(LearnedService):
     def __init__(self, tmp: Path) -> None:
-        (tmp / "policy.toml").write_text(POLICY)
-        self.settings = Settings(
-            policy_mode="model",
-            policy_path=tmp / "policy.toml",
-            model_registry_path=tmp / "models",
-            telemetry_url=f"duckdb://{tmp / 'events.duckdb'}",
-            telemetry_flush_interval_s=0.05,
-            window_s=W,
-            label_horizon_s=10.0,
-            policy_close_delay_s=2.0,
-            admin_token=SecretStr(TOKEN),
+        super().__init__(
+            tmp,
+            POLICY,
             enforce=True,
             governor_enabled=False,
             # What a bucket may be, whatever a model says: the good model's calibration
@@ -143,13 +121,7 @@ class Service:
             canary_max_weight=50.0,
             canary_threshold=2,
         )
-        self.registry = Registry(self.settings.model_registry_path, user="test")
-        self.clock = FakeClock(T0 + 5.0)
-        self.tmp = tmp
         self.window = K
-        self._built: Built | None = None
-        self._server: BackgroundServer | None = None
-        self.http: httpx.Client | None = None
         self.load: Load | None = None
 
     def register(self, name: str, *, factor: float, seed: int) -> str:
@@ -164,50 +136,25 @@ class Service:
         )
         return self.registry.register(built.directory, reason=name)
 
-    def start(self) -> httpx.Client:
-        self._built = build(self.settings, wall_clock=self.clock, policy_poll_s=0.01)
-        self._server = BackgroundServer(self._built.app, self.settings).start()
-        self.http = httpx.Client(base_url=self._server.url, timeout=10.0)
-        return self.http
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return self._server.url
-
-    @property
-    def built(self) -> Built:
-        assert self._built is not None
-        return self._built
-
-    def stop(self) -> None:
-        if self.http is not None:
-            self.http.close()
-        if self._server is not None:
-            self._server.stop()
-
     def window_passes(self) -> None:
         """Every client sends the same traffic in the current window (as telemetry), then the
         window closes and the service publishes the next one's table."""
         assert self.http is not None
         start = self.window * W + 1.0
-        body = b"\n".join(
-            orjson.dumps(
-                {
-                    "client_id": client,
-                    "timestamp": start + i * 1.5,
-                    "response_time_ms": 20.0,
-                    "status_code": 200,
-                }
+        self.post_ndjson(
+            b"\n".join(
+                orjson.dumps(
+                    {
+                        "client_id": client,
+                        "timestamp": start + i * 1.5,
+                        "response_time_ms": 20.0,
+                        "status_code": 200,
+                    }
+                )
+                for client in CLIENTS
+                for i in range(EVENTS_PER_WINDOW)
             )
-            for client in CLIENTS
-            for i in range(EVENTS_PER_WINDOW)
         )
-        answer = self.http.post(
-            "/api/v1/telemetry", content=body, headers={"Content-Type": "application/x-ndjson"}
-        )
-        assert answer.status_code == 202, answer.text
-        self.built.telemetry.flush()
         if self.load is not None:
             self.load.wait_more(40)  # the load runs through every phase, not past it
         learned = self.built.learned

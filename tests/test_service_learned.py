@@ -7,27 +7,18 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from openclaw.clock import FakeClock
 from openclaw.model import Registry
 from openclaw.model.artifact import Calibration
-from openclaw.service.server import BackgroundServer, Built, build
-from openclaw.settings import Settings
+from openclaw.testing.learned import AUTH, T0, K, LearnedService, W, metric, wait_for
 from openclaw.testing.models import build_artifact
-
-W = 60.0
-T0 = 29_233_333 * W  # a window start
-K = int(T0 // W)
-TOKEN = "admin-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 POLICY = """
 default_tier = "free"
@@ -47,64 +38,24 @@ def register(registry: Registry, tmp: Path, seed: int) -> str:
     return registry.register(built.directory)
 
 
-class Service:
+class Service(LearnedService):
     def __init__(self, tmp: Path, **extra: Any) -> None:
-        (tmp / "policy.toml").write_text(POLICY)
-        values: dict[str, Any] = {
-            "policy_mode": "model",
-            "policy_path": tmp / "policy.toml",
-            "model_registry_path": tmp / "models",
-            "telemetry_url": f"duckdb://{tmp / 'events.duckdb'}",
-            "telemetry_flush_interval_s": 0.05,
-            "window_s": W,
-            "label_horizon_s": 10.0,
-            "policy_close_delay_s": 2.0,
-            "admin_token": TOKEN,
-        }
-        values.update(extra)
-        self.settings = Settings(**values)
-        self.registry = Registry(self.settings.model_registry_path, user="test")
-        self.clock = FakeClock(T0 + 5.0)
-        self.tmp = tmp
-        self._built: Built | None = None
-        self._server: BackgroundServer | None = None
-        self._http: httpx.Client | None = None
-
-    def start(self) -> httpx.Client:
-        self._built = build(self.settings, wall_clock=self.clock, policy_poll_s=0.01)
-        self._server = BackgroundServer(self._built.app, self.settings).start()
-        self._http = httpx.Client(base_url=self._server.url, timeout=10.0)
-        return self._http
-
-    @property
-    def built(self) -> Built:
-        assert self._built is not None
-        return self._built
-
-    def stop(self) -> None:
-        if self._http is not None:
-            self._http.close()
-        if self._server is not None:
-            self._server.stop()
+        super().__init__(tmp, POLICY, **extra)
 
     def post_events(self, http: httpx.Client, client: str, n: int, *, start: float) -> None:
-        body = b"\n".join(
-            orjson.dumps(
-                {
-                    "client_id": client,
-                    "timestamp": start + i * 0.5,
-                    "response_time_ms": 20.0,
-                    "status_code": 200,
-                }
+        self.post_ndjson(
+            b"\n".join(
+                orjson.dumps(
+                    {
+                        "client_id": client,
+                        "timestamp": start + i * 0.5,
+                        "response_time_ms": 20.0,
+                        "status_code": 200,
+                    }
+                )
+                for i in range(n)
             )
-            for i in range(n)
         )
-        answer = http.post(
-            "/api/v1/telemetry", content=body, headers={"Content-Type": "application/x-ndjson"}
-        )
-        assert answer.status_code == 202, answer.text
-        # Through the queue to the observers now, not at the next flush interval.
-        self.built.telemetry.flush()
 
     def boundary(self, window: int) -> None:
         """Move the fake clock past ``window``'s end and the close delay; wait for the
@@ -115,27 +66,11 @@ class Service:
         wait_for(lambda: learned.current.window == window + 1)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
     svc = Service(tmp_path, enforce=True, model_max_refill_rate=0.01)
     yield svc
     svc.stop()
-
-
-def metric(text: str, name: str, labels: dict[str, str]) -> float | None:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return None
 
 
 def test_predictions_serve_after_the_boundary_with_their_model_version(service: Service) -> None:
