@@ -22,7 +22,7 @@ from openclaw.settings import Settings
 W: Final = 60.0
 T0: Final = 29_233_333 * W
 K: Final = int(T0 // W)
-TOKEN: Final = "admin-token"
+TOKEN: Final = "admin-token"  # noqa: S105 (the test services' token, not a secret)
 AUTH: Final = {"Authorization": f"Bearer {TOKEN}"}
 
 
