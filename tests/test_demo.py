@@ -113,7 +113,8 @@ def test_the_scraper_is_contained_and_legitimate_clients_are_not(
         assert f"{100 * row['share_throttled']:.2f}%" in out
     assert "openclaw_decisions_total agree" in out
     assert "the scraper was contained: " in out
-    assert "legitimate clients were nearly untouched: " in out
+    untouched = "untouched" if legit["throttled"] == 0 else "nearly untouched"
+    assert f"legitimate clients were {untouched}: " in out
     assert doc["model_version"] in out
 
 

@@ -391,11 +391,12 @@ def render(result: DemoResult, console: Console, *, options: DemoOptions) -> Non
     elif steps:
         console.print("the scraper: the tier default throughout (the model never predicted it)")
     contained = "contained" if result.contained else f"NOT contained (below {_pct(CONTAINED)})"
-    untouched = (
-        "nearly untouched"
-        if result.untouched
-        else f"NOT nearly untouched (above {_pct(UNTOUCHED)})"
-    )
+    if not result.untouched:
+        untouched = f"NOT nearly untouched (above {_pct(UNTOUCHED)})"
+    elif legit.throttled == 0:
+        untouched = "untouched"
+    else:
+        untouched = "nearly untouched"
     console.print(
         f"verdict: the scraper was {contained}: {_pct(scraper.share_throttled)} of its requests "
         f"throttled; legitimate clients were {untouched}: {_pct(legit.share_throttled)} of "
