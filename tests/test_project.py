@@ -87,6 +87,16 @@ def test_cli_rejects_unknown_commands_with_a_message() -> None:
     assert "frobnicate" in result.stderr
 
 
+def test_help_shows_the_defaults_the_options_document() -> None:
+    # "[default: ...]" in an option's help must reach the user, not be read as markup.
+    result = run(BIN / "openclaw", "serve", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "[default: OPENCLAW_HTTP_PORT, 8080]" in text
+    canary = " ".join(run(BIN / "openclaw", "canary", "start", "--help").stdout.split())
+    assert "[default: the registry's challenger]" in canary
+
+
 def test_ruff_is_clean() -> None:
     lint = run(sys.executable, "-m", "ruff", "check", ".")
     assert lint.returncode == 0, lint.stdout + lint.stderr

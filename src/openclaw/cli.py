@@ -33,6 +33,8 @@ class _Typer(typer.Typer):
 
 app = _Typer(
     name="openclaw",
+    # Plain help text: rich markup would swallow every "[default: ...]" the options document.
+    rich_markup_mode=None,
     help="Rate limiting whose limits learn.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
