@@ -17,7 +17,6 @@ time (a reference swap: it sees the old model or the new one, never a mix).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -89,17 +88,10 @@ class ModelHolder:
         model = self._model
         return None if model is None else model.version
 
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.registry.alias_path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
-
     def reload_if_changed(self) -> bool:
         """Load the version the alias names if it is not the one serving; True when a new
         model was swapped in. Never raises for a bad artifact: see the module docstring."""
-        signature = self._stat()
+        signature = self.registry.alias_stamp()
         # The alias has not moved: nothing to do, unless a failed load is due a retry.
         if signature == self._alias_stat and (
             self._failed is None or self._clock() - self._failed[1] < self._retry_interval_s

@@ -170,6 +170,16 @@ class Registry:
     def alias_path(self) -> Path:
         return self.root / ALIAS_FILE
 
+    def alias_stamp(self) -> tuple[int, int, int] | None:
+        """(inode, mtime, size) of the alias file, None when it is absent: a watcher that sees
+        the same stamp knows the aliases have not moved (every write replaces the file)
+        without reading them."""
+        try:
+            st = os.stat(self.alias_path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
     @property
     def audit_path(self) -> Path:
         return self.root / AUDIT_FILE

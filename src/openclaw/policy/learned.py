@@ -459,7 +459,7 @@ class LearnedPolicy:
         #: Whether the last closed window broke the SLO (policy/rules.py: the tighter default).
         self._unhealthy = False
         self._hot: frozenset[str] = frozenset()
-        self._static_used = self._static_now()
+        self._use_static(self._static_now())
         now = clock()
         # Windows that ended before start-up are not ours to predict from (nothing observed).
         self._closed_through = self._last_closable(now)
@@ -669,6 +669,14 @@ class LearnedPolicy:
 
     # -- the work, under self._lock ---------------------------------------------------------
 
+    def _use_static(self, static: StaticPolicy) -> None:
+        """The policy file the tables are built from, and what is derived from it (once per
+        prediction, not at every governor rebuild)."""
+        self._static_used = static
+        self._overrides = frozenset(
+            c for c, rule in static.clients.items() if rule.limits is not None
+        )
+
     def _static_now(self) -> StaticPolicy:
         policy = self.static.current
         if not isinstance(policy, StaticPolicy):
@@ -792,7 +800,7 @@ class LearnedPolicy:
 
     def _predict(self) -> None:
         static = self._static_now()
-        self._static_used = static
+        self._use_static(static)
         model = self.models.model
         champion = {} if model is None else self._predict_with(model, static)
         canary = self.canary
@@ -877,7 +885,7 @@ class LearnedPolicy:
             hot=hot,
             canary_version=self._canary_version,
             default=None if default is None else (scale(BucketParams(*default), m_all),),
-            overrides=frozenset(c for c, rule in static.clients.items() if rule.limits is not None),
+            overrides=self._overrides,
         )
 
 

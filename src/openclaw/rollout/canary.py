@@ -423,6 +423,8 @@ class CanaryController:
         self._next_analysis = math.inf
         #: The challenger alias value already acted on (started, refused or finished).
         self._seen_alias: str | None = None
+        #: The alias file's stamp at the last look: unchanged, the aliases say nothing new.
+        self._alias_stamp: tuple[int, int, int] | None = None
         self.phase_gauge = Gauge(
             "openclaw_canary_phase",
             "1 for the canary's phase (none when no canary ever ran).",
@@ -533,11 +535,16 @@ class CanaryController:
         version not yet acted on; end the running one as the aliases say when they moved
         under it (replicas share the registry, and each runs the canary: the first to
         promote or roll back moves the aliases, the others follow)."""
+        # Called every tick: read the aliases only when the file changed since the last look.
+        stamp = self.registry.alias_stamp()
+        if stamp is not None and stamp == self._alias_stamp:
+            return
         try:
             aliases = self.registry.aliases()
         except RegistryError as exc:
             self._log.warning("canary: cannot read the registry's aliases: %s", exc)
             return
+        self._alias_stamp = stamp
         target = aliases.get("challenger")
         status = self.status
         if status is not None and status.active:

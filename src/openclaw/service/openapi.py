@@ -26,6 +26,14 @@ _ERRORS = {
     "503": _json(_ref("Error"), "The bucket store failed."),
 }
 
+
+def _optional_strings(*names: str) -> dict[str, Any]:
+    """An optional JSON object body of the named string fields, and nothing else."""
+    properties = {name: {"type": "string"} for name in names}
+    schema = {"type": "object", "additionalProperties": False, "properties": properties}
+    return {"required": False, "content": {"application/json": {"schema": schema}}}
+
+
 _ADMIN_ERRORS = {
     "400": _json(_ref("Error"), "Malformed request (bad JSON)."),
     "401": _json(_ref("Error"), "Missing or wrong bearer token."),
@@ -429,21 +437,7 @@ def openapi_spec() -> dict[str, Any]:
                     "the registry's challenger",
                     "operationId": "admin_canary_start",
                     "security": [{"bearer": []}],
-                    "requestBody": {
-                        "required": False,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "version": {"type": "string"},
-                                        "reason": {"type": "string"},
-                                    },
-                                }
-                            }
-                        },
-                    },
+                    "requestBody": _optional_strings("version", "reason"),
                     "responses": {
                         "202": _json(_ref("Canary"), "The canary started (in shadow)."),
                         **_ADMIN_ERRORS,
@@ -455,18 +449,7 @@ def openapi_spec() -> dict[str, Any]:
                     "summary": "Abort the running canary: the champion serves everyone",
                     "operationId": "admin_canary_abort",
                     "security": [{"bearer": []}],
-                    "requestBody": {
-                        "required": False,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "properties": {"reason": {"type": "string"}},
-                                }
-                            }
-                        },
-                    },
+                    "requestBody": _optional_strings("reason"),
                     "responses": {"200": _json(_ref("Canary"), "Aborted."), **_ADMIN_ERRORS},
                 },
             },
