@@ -15,9 +15,10 @@ from prometheus_client import CollectorRegistry
 from openclaw.clock import FakeClock
 from openclaw.errors import ConfigError
 from openclaw.features.online import OnlineFeatures
-from openclaw.limiter.core import BucketParams
+from openclaw.limiter.core import BucketParams, refill_and_take
 from openclaw.model import Registry
 from openclaw.policy.base import Policy
+from openclaw.policy.governor import scale_bucket
 from openclaw.policy.learned import (
     ERROR_BUCKETS,
     SOURCE_MODEL,
@@ -347,6 +348,28 @@ def test_governed_capacity_never_drops_below_one_request() -> None:
     assert scale(BucketParams(10, 4), 0.05) == BucketParams(1.0, 0.2)
     assert scale(BucketParams(0.5, 4), 0.05) == BucketParams(0.5, 0.2)
     assert scale(BucketParams(10, 4), 1.0) == BucketParams(10, 4)
+
+
+def test_governed_capacity_is_whole_requests() -> None:
+    assert scale_bucket(40.0, 0.5, 0.05) == (2.0, 0.025)  # 40 x 0.05 is 2, not 1.999...
+    assert scale_bucket(38.65, 1.0, 0.05) == (1.0, 0.05)
+    assert scale_bucket(10.9, 1.0, 0.5) == (5.0, 0.5)
+    assert scale_bucket(10.9, 1.0, 1.0) == (10.9, 1.0)  # not governed: as it is
+
+
+def test_a_quota_cut_to_the_floor_stays_cut_while_the_multiplier_recovers() -> None:
+    # A tier-default quota (the NASA manifest's): a window's capacity, a negligible refill.
+    quota = (38.65, 1 / 600)
+    at_floor = BucketParams(*scale_bucket(*quota, 0.05))
+    states, first = refill_and_take([None], [at_floor], now=0.0, cost=1.0)
+    assert first.allowed
+    assert states is not None
+    # A minute on, the multiplier is back at 0.8. With the cut capacity a fraction (1.93)
+    # the 0.93 left plus a minute's refill made a whole token, and every client cut so far
+    # came back at once; in whole requests the client is out until the window ends.
+    recovered = BucketParams(*scale_bucket(*quota, 0.8))
+    _, later = refill_and_take(states, [recovered], now=60.0, cost=1.0)
+    assert not later.allowed
 
 
 @pytest.mark.parametrize(

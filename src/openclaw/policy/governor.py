@@ -3,6 +3,7 @@ health. The service (``policy.learned``) and the simulator (``sim``) run this sa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -14,8 +15,8 @@ class GovernorConfig:
     running above their envelope (more requests in this window than their bucket admits at
     its own rate, ``b + r t``) is multiplied by ``decrease``; after ``hot_grace`` unhealthy
     intervals in a row, everyone's is too. Healthy: both recover by ``increase`` per
-    interval, up to 1. A multiplier scales capacity and rate alike, never below ``floor`` (nor
-    a capacity below one request).
+    interval, up to 1. A multiplier scales capacity and rate alike, never below ``floor``
+    (:func:`scale_bucket`).
     """
 
     interval_s: float = 1.0
@@ -23,6 +24,29 @@ class GovernorConfig:
     increase: float = 0.02
     floor: float = 0.05
     hot_grace: int = 2
+
+
+#: A governed capacity within this of a whole number counts as that number (``0.05 * 40`` is
+#: 2, not 1.9999999999999998).
+_WHOLE_SLACK = 1e-9
+
+
+def scale_bucket(capacity: float, refill_rate: float, multiplier: float) -> tuple[float, float]:
+    """A bucket ``(capacity, refill_rate)`` under a governor multiplier below 1: its rate times
+    the multiplier, its capacity times the multiplier *rounded down to whole requests*, never
+    below one request (unless the bucket was smaller to start with).
+
+    Whole requests, because a request takes a whole token. A cut capacity of 1.93 admits one
+    request and keeps 0.93, which the refill then turns into a second token a few seconds on;
+    on quota-shaped buckets (a window's capacity, a negligible refill) that brought every
+    client the governor had cut back at once, the overload back with them, and the governor
+    round again, every 20 s or so for the rest of the window (docs/evaluation.md, "The
+    governor's cut, in whole requests"). The service and the replay both call this.
+    """
+    if multiplier >= 1.0:
+        return capacity, refill_rate
+    whole = float(math.floor(capacity * multiplier + _WHOLE_SLACK))
+    return max(whole, min(capacity, 1.0)), refill_rate * multiplier
 
 
 def p99_breaks(done: int, slow: int) -> bool:

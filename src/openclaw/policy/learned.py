@@ -33,8 +33,8 @@ are judged against the SLO (nearest-rank p99 of ``response_time_ms`` above ``slo
 (more arrivals so far in the window than ``b + r t``) have their multiplier halved (by
 ``governor_decrease``); after ``governor_hot_grace`` unhealthy intervals in a row everyone's is.
 Healthy: both recover by ``governor_increase`` per interval, up to 1. A multiplier scales
-capacity and refill rate alike (never a capacity below one request, unless the bucket was
-smaller to start with), for learned buckets, tier defaults and overrides.
+capacity (in whole requests, never below one request unless the bucket was smaller to start
+with: ``scale_bucket``) and refill rate, for learned buckets, tier defaults and overrides.
 
 Threads: the telemetry worker thread feeds the observers; the boundary work runs in a worker
 thread of the event loop (``asyncio.to_thread``). :class:`LockedFeatures` and
@@ -67,7 +67,7 @@ from openclaw.model.holder import ModelHolder
 from openclaw.model.predictor import BucketPredictor, OutputBounds
 from openclaw.model.registry import Registry
 from openclaw.policy.base import Policy
-from openclaw.policy.governor import GovernorConfig, GovernorState
+from openclaw.policy.governor import GovernorConfig, GovernorState, scale_bucket
 from openclaw.policy.rules import Rules, backend_unhealthy, manifest_defaults, serve_buckets
 from openclaw.policy.static import ClientRule, PolicyHolder, StaticPolicy, Tier
 from openclaw.rollout.canary import CanaryConfig, CanaryController, in_slice
@@ -111,8 +111,7 @@ def scale(params: BucketParams, multiplier: float) -> BucketParams:
     """``params`` under a governor multiplier (module docstring)."""
     if multiplier >= 1.0:
         return params
-    capacity = max(params.capacity * multiplier, min(params.capacity, 1.0))
-    return BucketParams(capacity, params.refill_rate * multiplier)
+    return BucketParams(*scale_bucket(params.capacity, params.refill_rate, multiplier))
 
 
 def _scaled_limits(limits: tuple[BucketParams, ...], m: float) -> tuple[BucketParams, ...]:

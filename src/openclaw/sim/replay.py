@@ -45,7 +45,7 @@ import numpy.typing as npt
 
 from openclaw.features.core import P99, offsets_from_lengths, segmented_quantile
 from openclaw.limiter.core import BucketParams, refill_and_take
-from openclaw.policy.governor import GovernorState
+from openclaw.policy.governor import GovernorState, scale_bucket
 from openclaw.sim.backend import Backend, BackendConfig, service_times
 from openclaw.sim.history import Attempts, History
 from openclaw.sim.labels import Segments, segment
@@ -169,11 +169,10 @@ class RunResult:
 
 
 def _scaled(cap: float, rate: float, m: float) -> tuple[BucketParams, ...]:
-    """A bucket under a governor multiplier; never below one request (nor above ``cap``)."""
+    """A bucket under a governor multiplier (``scale_bucket``, as the service scales it)."""
     if cap == INF:
         return ()
-    scaled = cap * m
-    return (BucketParams(scaled if scaled > 1.0 else min(cap, 1.0), rate * m),)
+    return (BucketParams(*scale_bucket(cap, rate, m)),)
 
 
 def replay(prepared: Prepared, policy: Policy, config: ReplayConfig) -> RunResult:  # noqa: PLR0912, PLR0915 (one hot loop, kept in one frame for speed)
