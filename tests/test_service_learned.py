@@ -15,10 +15,12 @@ import httpx
 import orjson
 import pytest
 
+from openclaw.limiter.redis import bucket_key
 from openclaw.model import Registry
 from openclaw.model.artifact import Calibration
 from openclaw.testing.learned import AUTH, T0, K, LearnedService, W, metric, wait_for
 from openclaw.testing.models import build_artifact
+from openclaw.testing.redis import RedisServer
 
 POLICY = """
 default_tier = "free"
@@ -64,6 +66,28 @@ class Service(LearnedService):
         assert learned is not None
         self.clock.now = max(self.clock.now, (window + 1) * W + self.settings.policy_close_delay_s)
         wait_for(lambda: learned.current.window == window + 1)
+
+
+def promote_with_defaults(service: Service) -> str:
+    """Register and promote a model whose manifest carries policy defaults: a tier default of
+    4 requests and an unhealthy one of 2, each refilling at 0.001/s."""
+    defaults = {
+        "tier_default": {"capacity": 4.0, "refill_rate": 0.001},
+        "unhealthy_default": {"capacity": 2.0, "refill_rate": 0.001},
+    }
+    built = build_artifact(
+        service.tmp / "defaults" / "model-20250801",
+        seed=1,
+        calibration=Calibration(
+            method="quantile-factor",
+            factors={"capacity": 1.2, "refill_rate": 1.1},
+            coverage=0.99,
+            details={"policy_defaults": defaults},
+        ),
+    )
+    version = service.registry.register(built.directory)
+    service.registry.promote(version, reason="test")
+    return version
 
 
 @pytest.fixture
@@ -241,22 +265,7 @@ def test_a_models_defaults_serve_and_its_buckets_start_full_at_every_window(
     """The rules of policy/rules.py in the service: the default bucket the manifest carries
     for clients without a prediction, the floor and quota shape, and buckets keyed by window
     (a drained bucket that refills at 0.001/s is full again at the next boundary)."""
-    defaults = {
-        "tier_default": {"capacity": 4.0, "refill_rate": 0.001},
-        "unhealthy_default": {"capacity": 2.0, "refill_rate": 0.001},
-    }
-    built = build_artifact(
-        service.tmp / "defaults" / "model-20250801",
-        seed=1,
-        calibration=Calibration(
-            method="quantile-factor",
-            factors={"capacity": 1.2, "refill_rate": 1.1},
-            coverage=0.99,
-            details={"policy_defaults": defaults},
-        ),
-    )
-    version = service.registry.register(built.directory)
-    service.registry.promote(version, reason="test")
+    version = promote_with_defaults(service)
     http = service.start()
 
     def codes(client: str, n: int) -> list[int]:
@@ -285,3 +294,25 @@ def test_a_models_defaults_serve_and_its_buckets_start_full_at_every_window(
     service.post_events(http, "alice", 40, start=(K + 1) * W + 1)
     service.boundary(K + 1)
     assert codes("alice", 4) == [200] * 3 + [429]  # full again, though it refills at 0.001/s
+
+
+def test_window_keys_are_kept_two_windows_in_redis_not_until_refilled(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A model's buckets are keyed by window; Redis is told to keep such a key two windows
+    (``LearnedTable.bucket_of``), not the hours its quota would take to refill."""
+    service = Service(tmp_path, enforce=True, store_url=redis_server.url)
+    promote_with_defaults(service)  # the tier default refills a token in 1,000 s
+    try:
+        http = service.start()
+        service.boundary(K)  # keys are per window from the first boundary on
+        window = K + 1
+        for _ in range(3):
+            assert http.get("/api/v1/rate", params={"client_id": "bob"}).status_code == 200
+        batch = http.post("/api/v1/rate/batch", json={"requests": [{"client_id": "carol"}]})
+        assert batch.status_code == 200
+        for who in ("bob", "carol"):
+            pttl = int(redis_server.command("PTTL", bucket_key("oc", f"{who}@{window}")))
+            assert 0 < pttl <= 2 * W * 1000, (who, pttl)  # without: (4 - 1) / 0.001 s
+    finally:
+        service.stop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -25,7 +25,7 @@ from openclaw.limiter import (
     TakeRequest,
     create_store,
 )
-from openclaw.limiter.redis import RedisStore
+from openclaw.limiter.redis import RedisStore, bucket_key
 from openclaw.settings import Settings
 from openclaw.testing.redis import RedisCluster, RedisServer
 
@@ -36,27 +36,44 @@ T0 = 1_000_000.0
 class Harness:
     store: BucketStore
     clock: FakeClock
+    #: Redis only: the milliseconds the server will keep a key (its own clock expires keys).
+    pttl_ms: Callable[[str], int] | None = None
 
-    def at(self, now: float, key: str, limits: Limits, cost: float = 1.0) -> Decision:
+    def at(
+        self, now: float, key: str, limits: Limits, cost: float = 1.0, ttl: float | None = None
+    ) -> Decision:
         if isinstance(self.store, RedisStore):
-            return self.store.take_at(key, limits, cost=cost, now=now)
+            return self.store.take_at(key, limits, cost=cost, now=now, ttl=ttl)
         self.clock.now = now
-        return self.store.take(key, limits, cost=cost)
+        return self.store.take(key, limits, cost=cost, ttl=ttl)
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])
 def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     clock = FakeClock(T0)
+    pttl_ms: Callable[[str], int] | None = None
     if request.param == "memory":
         store: BucketStore = create_store(Settings(), clock=clock)
     elif request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         store = create_store(Settings(store_url=server.url))
+
+        def pttl_ms(key: str) -> int:
+            return int(server.command("PTTL", bucket_key("oc", key)))
     else:
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")
         store = create_store(Settings(store_url=cluster.url))
-    yield Harness(store, clock)
+        from redis.cluster import RedisCluster as ClusterClient
+
+        client = ClusterClient(host="127.0.0.1", port=cluster.nodes[0].port)
+
+        def pttl_ms(key: str) -> int:
+            return int(client.pttl(bucket_key("oc", key)))
+
+    yield Harness(store, clock, pttl_ms)
     store.close()
+    if request.param == "cluster":
+        client.close()
 
 
 def test_factory_picks_the_backend_by_scheme(harness: Harness) -> None:
@@ -132,6 +149,32 @@ def test_a_bucket_that_does_not_refill_is_a_quota(harness: Harness, key: str) ->
     denied = harness.at(T0 + 1e6, key, quota)
     assert not denied.allowed
     assert denied.retry_never
+
+
+def test_a_ttl_bounds_how_long_a_key_is_kept(harness: Harness, key: str) -> None:
+    """A key taken with a ttl is forgotten that long after its last write, though its buckets
+    have not refilled (a window's keys: policy/learned.py); without one it is kept until
+    they have, as it decides the same once forgotten."""
+    slow = BucketParams(3, 0.001)  # 1,000 s a token
+    for _ in range(3):
+        assert harness.at(T0, key, slow, ttl=10.0).allowed
+    assert harness.at(T0, key + "-kept", slow).allowed
+    if harness.pttl_ms is not None:
+        # Redis expires keys on its own clock, not take_at's: read what it was told.
+        assert 0 < harness.pttl_ms(key) <= 10_000
+        assert harness.pttl_ms(key + "-kept") > 990_000  # (3 - 2) / 0.001 s to refill
+        return
+    assert not harness.at(T0 + 9.0, key, slow, ttl=10.0).allowed  # drained within the ttl
+    assert harness.at(T0 + 10.5, key, slow, ttl=10.0).remaining == 2.0  # forgotten: full
+    assert harness.at(T0 + 10.5, key + "-kept", slow).remaining == pytest.approx(1.0105)
+
+
+def test_a_ttl_must_be_positive_and_finite() -> None:
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(InvalidParamsError, match="ttl"):
+            TakeRequest.of("k", BucketParams(1, 1), ttl=bad)
+    with pytest.raises(InvalidParamsError, match="ttl"):
+        MemoryStore().take("k", BucketParams(1, 1), ttl=0.0)
 
 
 def test_keys_are_independent(harness: Harness, key: str) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from openclaw.errors import InvalidParamsError
-from openclaw.limiter.core import BucketParams, Decision, check_cost
+from openclaw.limiter.core import NEVER, BucketParams, Decision, check_cost
 
 #: One limit, or several checked and charged together (all or none).
 Limits = BucketParams | Sequence[BucketParams]
@@ -33,10 +33,23 @@ class TakeRequest:
     key: str
     limits: tuple[BucketParams, ...]
     cost: float = field(default=1.0, kw_only=True)
+    #: Keep the key at most this many seconds after a write, even when its buckets are not
+    #: full again by then (a key that stops mattering, such as a window's: policy/learned.py);
+    #: None: until they are full, the time a forgotten key decides the same.
+    ttl: float | None = field(default=None, kw_only=True)
 
     @classmethod
-    def of(cls, key: str, limits: Limits, *, cost: float = 1.0) -> TakeRequest:
-        return cls(key, as_limits(limits), cost=check_cost(cost))
+    def of(
+        cls, key: str, limits: Limits, *, cost: float = 1.0, ttl: float | None = None
+    ) -> TakeRequest:
+        return cls(key, as_limits(limits), cost=check_cost(cost), ttl=check_ttl(ttl))
+
+
+def check_ttl(ttl: float | None) -> float | None:
+    """``ttl`` when it is None or a positive finite number of seconds; else the reason."""
+    if ttl is None or (isinstance(ttl, int | float) and 0.0 < ttl < NEVER):
+        return None if ttl is None else float(ttl)
+    raise InvalidParamsError(f"ttl must be a positive finite number of seconds, got {ttl!r}")
 
 
 @runtime_checkable
@@ -44,14 +57,19 @@ class BucketStore(Protocol):
     """Where bucket state lives. Implementations: ``memory``, ``redis`` (and Redis Cluster).
 
     ``take`` and ``take_many`` block; ``atake`` and ``atake_many`` are for asyncio code and
-    never block the loop. Every method decides atomically per key.
+    never block the loop. Every method decides atomically per key. ``ttl``: as
+    :attr:`TakeRequest.ttl`.
     """
 
-    def take(self, key: str, limits: Limits, *, cost: float = 1.0) -> Decision: ...
+    def take(
+        self, key: str, limits: Limits, *, cost: float = 1.0, ttl: float | None = None
+    ) -> Decision: ...
 
     def take_many(self, requests: Sequence[TakeRequest]) -> list[Decision]: ...
 
-    async def atake(self, key: str, limits: Limits, *, cost: float = 1.0) -> Decision: ...
+    async def atake(
+        self, key: str, limits: Limits, *, cost: float = 1.0, ttl: float | None = None
+    ) -> Decision: ...
 
     async def atake_many(self, requests: Sequence[TakeRequest]) -> list[Decision]: ...
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from openclaw.clock import Clock, monotonic
-from openclaw.limiter.base import Limits, TakeRequest, as_limits
+from openclaw.limiter.base import Limits, TakeRequest, as_limits, check_ttl
 from openclaw.limiter.core import (
     NEVER,
     BucketParams,
@@ -28,9 +28,12 @@ _EVICT_SCAN_FACTOR: Final = 4
 _EVICT_SCAN_MIN: Final = 256
 
 
-#: A stored key: when all its buckets are full again (past it the entry equals no entry),
-#: and their states. Only tuples of floats, which the garbage collector does not track.
-_Entry = tuple[float, tuple[BucketState, ...]]
+#: A stored key: when it expires (all its buckets full again, or its ``ttl`` after the write
+#: if sooner: eviction goes by it), the buckets' states, and when a ``ttl`` forgets it (past
+#: it the entry is no entry; inf without one: an entry past full still decides by its states,
+#: as Redis's does until its expiry, even when the key's limits changed). Only tuples of
+#: floats, which the garbage collector does not track.
+_Entry = tuple[float, tuple[BucketState, ...], float]
 
 
 class MemoryStore:
@@ -65,38 +68,52 @@ class MemoryStore:
     def max_buckets(self) -> int:
         return self._max
 
-    def take(self, key: str, limits: Limits, *, cost: float = 1.0) -> Decision:
+    def take(
+        self, key: str, limits: Limits, *, cost: float = 1.0, ttl: float | None = None
+    ) -> Decision:
         if isinstance(limits, BucketParams):
             lims: tuple[BucketParams, ...] = (limits,)
         else:
             lims = as_limits(limits)
         if not (cost >= 0.0 and cost < NEVER):
             cost = check_cost(cost)  # raises with the reason
-        return self._take(key, lims, float(cost), self._clock())
+        keep = NEVER if ttl is None else check_ttl(ttl)
+        return self._take(key, lims, float(cost), self._clock(), NEVER if keep is None else keep)
 
-    def _take(self, key: str, lims: tuple[BucketParams, ...], cost: float, now: float) -> Decision:
+    def _take(
+        self, key: str, lims: tuple[BucketParams, ...], cost: float, now: float, ttl: float
+    ) -> Decision:
         buckets = self._buckets
         lock = self._lock
         lock.acquire()
         try:
             entry = buckets.get(key)
             new_states, decision = refill_and_take(
-                entry[1] if entry is not None else (), lims, now=now, cost=cost
+                entry[1] if entry is not None and entry[2] > now else (), lims, now=now, cost=cost
             )
             if new_states is not None:
                 if entry is None and len(buckets) >= self._max:
                     self._evict()
-                buckets[key] = (now + decision.reset_after, new_states)
+                keep = decision.reset_after
+                if ttl < keep:
+                    buckets[key] = (now + ttl, new_states, now + ttl)
+                else:
+                    buckets[key] = (now + keep, new_states, NEVER)
         finally:
             lock.release()
         return decision
 
     def take_many(self, requests: Sequence[TakeRequest]) -> list[Decision]:
         now = self._clock()
-        return [self._take(r.key, r.limits, r.cost, now) for r in requests]
+        return [
+            self._take(r.key, r.limits, r.cost, now, NEVER if r.ttl is None else r.ttl)
+            for r in requests
+        ]
 
-    async def atake(self, key: str, limits: Limits, *, cost: float = 1.0) -> Decision:
-        return self.take(key, limits, cost=cost)
+    async def atake(
+        self, key: str, limits: Limits, *, cost: float = 1.0, ttl: float | None = None
+    ) -> Decision:
+        return self.take(key, limits, cost=cost, ttl=ttl)
 
     async def atake_many(self, requests: Sequence[TakeRequest]) -> list[Decision]:
         return self.take_many(requests)

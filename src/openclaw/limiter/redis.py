@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 from openclaw.clock import Clock, monotonic
 from openclaw.errors import ConfigError, InvalidParamsError, StoreError
 from openclaw.limiter.base import Limits, TakeRequest
-from openclaw.limiter.core import Decision
+from openclaw.limiter.core import NEVER, Decision
 from openclaw.limiter.memory import MemoryStore
 from openclaw.settings import FailureMode, Settings
 
@@ -69,11 +69,12 @@ def encode_call(requests: Sequence[TakeRequest], prefix: str, now: float | None)
     add = numbers.extend
     for req in requests:
         limits = req.limits
+        ttl = req.ttl
         if len(limits) == 1:
             params = limits[0]
-            add((req.cost, 1.0, params.capacity, params.refill_rate))
+            add((req.cost, NEVER if ttl is None else ttl, 1.0, params.capacity, params.refill_rate))
         elif limits:
-            add((req.cost, float(len(limits))))
+            add((req.cost, NEVER if ttl is None else ttl, float(len(limits))))
             for params in limits:
                 add((params.capacity, params.refill_rate))
         else:  # TakeRequest.of refuses this; a request built directly might not
@@ -203,12 +204,17 @@ class RedisStore:
         """False while decisions follow the failure mode (until the next retry succeeds)."""
         return self._down_until == 0.0
 
-    def take(self, key: str, limits: Limits, *, cost: float = 1.0) -> Decision:
-        return self.take_many([TakeRequest.of(key, limits, cost=cost)])[0]
+    def take(
+        self, key: str, limits: Limits, *, cost: float = 1.0, ttl: float | None = None
+    ) -> Decision:
+        return self.take_many([TakeRequest.of(key, limits, cost=cost, ttl=ttl)])[0]
 
-    def take_at(self, key: str, limits: Limits, *, cost: float = 1.0, now: float) -> Decision:
-        """Decide at an explicit time instead of Redis ``TIME``: for tests only."""
-        return self.take_many([TakeRequest.of(key, limits, cost=cost)], now=now)[0]
+    def take_at(
+        self, key: str, limits: Limits, *, cost: float = 1.0, now: float, ttl: float | None = None
+    ) -> Decision:
+        """Decide at an explicit time instead of Redis ``TIME``: for tests only (a key's
+        expiry still runs on the server's clock)."""
+        return self.take_many([TakeRequest.of(key, limits, cost=cost, ttl=ttl)], now=now)[0]
 
     def take_many(
         self, requests: Sequence[TakeRequest], *, now: float | None = None
@@ -225,9 +231,11 @@ class RedisStore:
         self._mark_up()
         return decisions
 
-    async def atake(self, key: str, limits: Limits, *, cost: float = 1.0) -> Decision:
+    async def atake(
+        self, key: str, limits: Limits, *, cost: float = 1.0, ttl: float | None = None
+    ) -> Decision:
         # _enqueue for one request, inlined: this is the per-request path of the service.
-        request = TakeRequest.of(key, limits, cost=cost)
+        request = TakeRequest.of(key, limits, cost=cost, ttl=ttl)
         loop = asyncio.get_running_loop()
         if self._async_loop is not loop:
             self._bind_loop(loop)

@@ -39,9 +39,14 @@ def version_for(policy: Policy, client_id: str) -> str:
     return policy.version if own is None else str(own(client_id))
 
 
-def bucket_key(policy: Policy, client_id: str, key: str) -> str:
+def bucket_of(policy: Policy, client_id: str, key: str) -> tuple[str, float | None]:
     """The store key of ``key`` (``client_id``'s buckets, or its buckets for a route) under
-    ``policy``: ``key`` itself, unless the policy says otherwise with a ``bucket_key`` method
-    of its own (a learned table keys its buckets by window: policy/learned.py)."""
-    own = getattr(policy, "bucket_key", None)
-    return key if own is None else str(own(client_id, key))
+    ``policy``, and the longest the store need keep it (``TakeRequest.ttl``; None: until its
+    buckets are full again): ``(key, None)``, unless the policy says otherwise with a
+    ``bucket_of`` method of its own (a learned table keys its buckets by window, and a
+    window's keys are worth nothing once it is over: policy/learned.py)."""
+    own = getattr(policy, "bucket_of", None)
+    if own is None:
+        return key, None
+    store_key, ttl = own(client_id, key)
+    return str(store_key), ttl

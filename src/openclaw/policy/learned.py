@@ -190,17 +190,18 @@ class LearnedTable:
     def tier_of(self, client_id: str) -> str:
         return self.static.tier_of(client_id)
 
-    def bucket_key(self, client_id: str, key: str) -> str:
-        """The store key of ``key`` (the client's, or its route's) in the window in force: a
-        model's buckets (learned, or its default) start full at every window boundary, as the
-        labels they were trained on do (policy/rules.py); so each window has keys of its own.
-        Old windows' keys expire as buckets do (a Redis with ``maxmemory-policy volatile-lru``
-        evicts them first)."""
+    def bucket_of(self, client_id: str, key: str) -> tuple[str, float | None]:
+        """The store key of ``key`` (the client's, or its route's) in the window in force, and
+        how long the store need keep it: a model's buckets (learned, or its default) start
+        full at every window boundary, as the labels they were trained on do
+        (policy/rules.py); so each window has keys of its own, kept for two windows (the window
+        and the lag of the boundary work), not until their buckets have refilled: at a quota's
+        refill rate that took hours. Other keys: as they are, until full."""
         if self.model_version is None or self.window is None or client_id in self.overrides:
-            return key
+            return key, None
         if self.default is None and client_id not in self.limits:
-            return key
-        return f"{key}@{self.window}"
+            return key, None
+        return f"{key}@{self.window}", 2.0 * self.window_s
 
     def version_for(self, client_id: str) -> str:
         canary = self.canary_version

@@ -32,7 +32,7 @@ from starlette.routing import Route
 from openclaw.errors import CanaryError, RequestError, StoreError
 from openclaw.limiter.base import BucketStore, TakeRequest
 from openclaw.limiter.core import NEVER, BucketParams, Decision
-from openclaw.policy.base import Policy, bucket_key, version_for
+from openclaw.policy.base import Policy, bucket_of, version_for
 from openclaw.policy.learned import LearnedPolicy, describe_params
 from openclaw.service import headers as rl_headers
 from openclaw.service.metrics import Metrics
@@ -345,10 +345,9 @@ class Service:
         limits = policy.limits_for(query.client_id, route=query.route)
         tier = policy.tier_of(query.client_id)
         started = time.perf_counter()
+        key, ttl = bucket_of(policy, query.client_id, query.key)
         try:
-            decision = await self.store.atake(
-                bucket_key(policy, query.client_id, query.key), limits, cost=query.cost
-            )
+            decision = await self.store.atake(key, limits, cost=query.cost, ttl=ttl)
         except StoreError as exc:
             self.metrics.store_errors.inc()
             raise RequestError(
@@ -397,7 +396,7 @@ class Service:
         policy = self.policies.current
         limits_for = policy.limits_for
         tier_of = policy.tier_of
-        keyer = getattr(policy, "bucket_key", None)  # a learned table keys buckets by window
+        keyer = getattr(policy, "bucket_of", None)  # a learned table keys buckets by window
         max_id = self.settings.max_client_id_length
         max_cost = self.settings.max_cost
         fields = RATE_FIELDS
@@ -423,19 +422,18 @@ class Service:
                     routes.append(None)
                     costs.append(cost)
                     tiers.append(tier_of(client))
-                    key = client if keyer is None else keyer(client, client)
-                    takes.append(TakeRequest(key, limits_for(client), cost=cost))
+                    key, ttl = (client, None) if keyer is None else keyer(client, client)
+                    takes.append(TakeRequest(key, limits_for(client), cost=cost, ttl=ttl))
                     continue
             query = self.batch_query(item, i, request)
             clients.append(query.client_id)
             routes.append(query.route)
             costs.append(query.cost)
             tiers.append(tier_of(query.client_id))
+            key, ttl = bucket_of(policy, query.client_id, query.key)
             takes.append(
                 TakeRequest(
-                    bucket_key(policy, query.client_id, query.key),
-                    limits_for(query.client_id, route=query.route),
-                    cost=query.cost,
+                    key, limits_for(query.client_id, route=query.route), cost=query.cost, ttl=ttl
                 )
             )
         started = time.perf_counter()

@@ -26,7 +26,7 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from openclaw.errors import InvalidParamsError, StoreError
 from openclaw.limiter.base import BucketStore, TakeRequest
-from openclaw.policy.base import Policy, bucket_key, version_for
+from openclaw.policy.base import Policy, bucket_of, version_for
 from openclaw.service.headers import binding_index
 from openclaw.service.metrics import Metrics
 
@@ -86,12 +86,11 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[
                 descriptor.hits_addend.value if descriptor.HasField("hits_addend") else default_hits
             )
             clients.append(client)
+            store_key, ttl = bucket_of(policy, client, key)
             try:
                 takes.append(
                     TakeRequest.of(
-                        bucket_key(policy, client, key),
-                        policy.limits_for(client, route=route),
-                        cost=hits,
+                        store_key, policy.limits_for(client, route=route), cost=hits, ttl=ttl
                     )
                 )
             except InvalidParamsError as exc:

@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from openclaw.clock import Clock, monotonic
 from openclaw.errors import StoreError, TelemetryQueueFull
 from openclaw.limiter.base import BucketStore
+from openclaw.policy.base import bucket_of
 from openclaw.service import headers as rl_headers
 from openclaw.service.app import PolicySource
 from openclaw.telemetry.batcher import TelemetryBatcher
@@ -158,9 +159,9 @@ class RateLimitMiddleware:
         policy = self.policies.current
         limits = policy.limits_for(client, route=route)
         tier = policy.tier_of(client)
-        key = client if route is None else f"{client}\x1f{route}"
+        key, ttl = bucket_of(policy, client, client if route is None else f"{client}\x1f{route}")
         try:
-            decision = await self.store.atake(key, limits, cost=cost)
+            decision = await self.store.atake(key, limits, cost=cost, ttl=ttl)
         except StoreError:
             if not self.fail_open:
                 await _respond(send, 503, {"error": "store_error", "reason": "store failed"}, {})

@@ -6,9 +6,11 @@
 --   KEYS[k]  the bucket key of request k (hash-tagged, so a call's keys can share a slot)
 --   ARGV[1]  '' to use Redis TIME (production); an explicit time in seconds (tests only)
 --   ARGV[2]  the numbers of every request in order, as little-endian doubles (struct '<d'):
---            cost n capacity_1 refill_rate_1 ... capacity_n refill_rate_n
+--            cost ttl n capacity_1 refill_rate_1 ... capacity_n refill_rate_n
 -- The value at a key is the byte FORMAT, then tokens_i updated_at_i of each limit (doubles),
--- kept for as long as the slowest bucket needs to refill: an absent key is a full bucket.
+-- kept for as long as the slowest bucket needs to refill (an absent key is a full bucket), or
+-- for ttl seconds if that is sooner (inf: no such bound; a key that stops mattering sooner,
+-- such as a window's buckets, need not wait to refill).
 -- Returns one string, per request the struct '<Bdddd':
 --   allowed (1 or 0) remaining limit retry_after reset_after
 --
@@ -77,8 +79,11 @@ local function load(raw)
   return saved
 end
 
--- Keep a value until every bucket in it is full again (reset_after seconds).
-local function save(key, value, reset_after)
+-- Keep a value until every bucket in it is full again (reset_after seconds), or ttl seconds.
+local function save(key, value, reset_after, ttl)
+  if ttl < reset_after then
+    reset_after = ttl
+  end
   local ttl_ms = math.ceil(reset_after * 1000)
   if ttl_ms > MAX_TTL_MS then -- also NEVER
     redis.call('SET', key, value)
@@ -97,8 +102,8 @@ local out = {}
 for k = 1, #KEYS do
   local key = KEYS[k]
   -- The first limit comes with the cost: one unpack reads all of a one-limit request.
-  local cost, n, capacity, rate
-  cost, n, capacity, rate, pos = unpack('<dddd', args, pos)
+  local cost, ttl, n, capacity, rate
+  cost, ttl, n, capacity, rate, pos = unpack('<ddddd', args, pos)
   local raw = redis.call('GET', key)
 
   if n == 1 then
@@ -138,7 +143,7 @@ for k = 1, #KEYS do
     else
       level = level - cost
       local reset_after = time_to_full(level, capacity, rate)
-      save(key, pack(VALUE_1, FORMAT, level, now), reset_after)
+      save(key, pack(VALUE_1, FORMAT, level, now), reset_after, ttl)
       out[k] = pack(REPLY, 1, level, capacity, 0.0, reset_after)
     end
   else
@@ -196,7 +201,7 @@ for k = 1, #KEYS do
           reset_after = full_in
         end
       end
-      save(key, FORMAT_BYTE .. pack(doubles(2 * n), spread(value)), reset_after)
+      save(key, FORMAT_BYTE .. pack(doubles(2 * n), spread(value)), reset_after, ttl)
     else
       allowed = 0
       if never > 0 then
