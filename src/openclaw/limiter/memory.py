@@ -30,10 +30,11 @@ _EVICT_SCAN_MIN: Final = 256
 
 #: A stored key: when it expires (all its buckets full again, or its ``ttl`` after the write
 #: if sooner: eviction goes by it), the buckets' states, and when a ``ttl`` forgets it (past
-#: it the entry is no entry; inf without one: an entry past full still decides by its states,
-#: as Redis's does until its expiry, even when the key's limits changed). Only tuples of
-#: floats, which the garbage collector does not track.
-_Entry = tuple[float, tuple[BucketState, ...], float]
+#: it the entry is no entry; None without one, a singleton that costs no float per entry: an
+#: entry past full still decides by its states, as Redis's does until its expiry, even when
+#: the key's limits changed). Tuples of floats and None, which the garbage collector does not
+#: track.
+_Entry = tuple[float, tuple[BucketState, ...], float | None]
 
 
 class MemoryStore:
@@ -88,9 +89,12 @@ class MemoryStore:
         lock.acquire()
         try:
             entry = buckets.get(key)
-            new_states, decision = refill_and_take(
-                entry[1] if entry is not None and entry[2] > now else (), lims, now=now, cost=cost
-            )
+            states: tuple[BucketState, ...] = ()
+            if entry is not None:
+                forget = entry[2]
+                if forget is None or forget > now:
+                    states = entry[1]
+            new_states, decision = refill_and_take(states, lims, now=now, cost=cost)
             if new_states is not None:
                 if entry is None and len(buckets) >= self._max:
                     self._evict()
@@ -98,7 +102,7 @@ class MemoryStore:
                 if ttl < keep:
                     buckets[key] = (now + ttl, new_states, now + ttl)
                 else:
-                    buckets[key] = (now + keep, new_states, NEVER)
+                    buckets[key] = (now + keep, new_states, None)
         finally:
             lock.release()
         return decision
