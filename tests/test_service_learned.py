@@ -290,6 +290,15 @@ def test_a_models_defaults_serve_and_its_buckets_start_full_at_every_window(
     assert codes("alice", 4) == [200] * 3 + [429]
     # bob's default bucket is a new one in the new window: full again.
     assert codes("bob", 5) == [200] * 4 + [429]
+    # Denied, bob would wait 1,000 s for a token at 0.001/s; the window's fresh bucket is due
+    # in 60 s (the next table, one window after this one): the answers say so.
+    denied = http.get("/api/v1/rate", params={"client_id": "bob"})
+    assert denied.status_code == 429
+    assert denied.headers["Retry-After"] == "60"
+    assert denied.json()["retry_after"] == pytest.approx(W)
+    batch = http.post("/api/v1/rate/batch", json={"requests": [{"client_id": "bob"}]})
+    (decision,) = batch.json()["decisions"]
+    assert (decision["allowed"], decision["retry_after"]) == (False, pytest.approx(W))
 
     service.post_events(http, "alice", 40, start=(K + 1) * W + 1)
     service.boundary(K + 1)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from openclaw.limiter.core import BucketParams
+from openclaw.limiter.base import TakeRequest
+from openclaw.limiter.core import NEVER, BucketParams, Decision
 
 
 @runtime_checkable
@@ -37,6 +39,44 @@ def version_for(policy: Policy, client_id: str) -> str:
     own; the protocol does not require one, so a hand-written policy stays a policy)."""
     own = getattr(policy, "version_for", None)
     return policy.version if own is None else str(own(client_id))
+
+
+def window_left(policy: Policy) -> float | None:
+    """Seconds until ``policy`` starts the buckets it keys by window afresh (the next window's
+    keys are new, full buckets), when it says so with a ``window_left`` method of its own (a
+    learned table); None otherwise."""
+    own = getattr(policy, "window_left", None)
+    return None if own is None else own()
+
+
+def cut_waits(decision: Decision, left: float) -> Decision:
+    """``decision`` on a window-keyed bucket (``bucket_of`` gave a ttl) with its waits cut at
+    ``left`` (:func:`window_left`): the store sees a bucket refilling at a quota's slow rate
+    and would have a client wait long past the fresh bucket of the next window. A wait that
+    never ends (a cost above the capacity) stays."""
+    retry, reset = decision.retry_after, decision.reset_after
+    if retry <= left and reset <= left:
+        return decision
+    return Decision(
+        decision.allowed,
+        decision.remaining,
+        decision.limit,
+        retry if retry == NEVER else min(retry, left),
+        min(reset, left),
+    )
+
+
+def cut_batch_waits(
+    policy: Policy, takes: Sequence[TakeRequest], decisions: list[Decision]
+) -> list[Decision]:
+    """:func:`cut_waits` for the decisions of ``takes`` whose keys are window-keyed."""
+    left = window_left(policy)
+    if left is None:
+        return decisions
+    return [
+        d if take.ttl is None else cut_waits(d, left)
+        for take, d in zip(takes, decisions, strict=True)
+    ]
 
 
 def bucket_of(policy: Policy, client_id: str, key: str) -> tuple[str, float | None]:

@@ -166,6 +166,10 @@ class LearnedTable:
     default: tuple[BucketParams, ...] | None = None
     #: Clients with limits of their own in the policy file (never learned, never defaulted).
     overrides: frozenset[str] = frozenset()
+    #: When the next window's table is due on ``clock`` (the policy's wall clock): its keys
+    #: are new buckets, full. None before the first boundary.
+    next_window_at: float | None = None
+    clock: Callable[[], float] = time.time
 
     @property
     def name(self) -> str:
@@ -202,6 +206,13 @@ class LearnedTable:
         if self.default is None and client_id not in self.limits:
             return key, None
         return f"{key}@{self.window}", 2.0 * self.window_s
+
+    def window_left(self) -> float | None:
+        """Seconds until the buckets ``bucket_of`` keys by window start afresh (at least one:
+        a boundary running late is not a boundary passed), or None before the first one."""
+        if self.next_window_at is None:
+            return None
+        return max(self.next_window_at - self.clock(), 1.0)
 
     def version_for(self, client_id: str) -> str:
         canary = self.canary_version
@@ -886,6 +897,10 @@ class LearnedPolicy:
             canary_version=self._canary_version,
             default=None if default is None else (scale(BucketParams(*default), m_all),),
             overrides=self._overrides,
+            next_window_at=None
+            if self._frame_window is None
+            else (self._frame_window + 2) * self.window_s + self.close_delay_s,
+            clock=self._clock,
         )
 
 

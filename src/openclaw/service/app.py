@@ -32,7 +32,14 @@ from starlette.routing import Route
 from openclaw.errors import CanaryError, RequestError, StoreError
 from openclaw.limiter.base import BucketStore, TakeRequest
 from openclaw.limiter.core import NEVER, BucketParams, Decision
-from openclaw.policy.base import Policy, bucket_of, version_for
+from openclaw.policy.base import (
+    Policy,
+    bucket_of,
+    cut_batch_waits,
+    cut_waits,
+    version_for,
+    window_left,
+)
 from openclaw.policy.learned import LearnedPolicy, describe_params
 from openclaw.service import headers as rl_headers
 from openclaw.service.metrics import Metrics
@@ -354,6 +361,8 @@ class Service:
                 f"the bucket store failed: {exc}", status=503, code="store_error"
             ) from exc
         self.metrics.observe_latency("rate", time.perf_counter() - started)
+        if ttl is not None and (left := window_left(policy)) is not None:
+            decision = cut_waits(decision, left)
         self.metrics.observe(
             decision, policy=policy.name, model_version=version_for(policy, query.client_id)
         )
@@ -445,6 +454,7 @@ class Service:
                 f"the bucket store failed: {exc}", status=503, code="store_error"
             ) from exc
         self.metrics.observe_latency("batch", time.perf_counter() - started)
+        decisions = cut_batch_waits(policy, takes, decisions)
         answer, allowed, underflow = batch_body(
             decisions, clients=clients, routes=routes, costs=costs, tiers=tiers, policy=policy
         )

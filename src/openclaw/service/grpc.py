@@ -26,7 +26,7 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from openclaw.errors import InvalidParamsError, StoreError
 from openclaw.limiter.base import BucketStore, TakeRequest
-from openclaw.policy.base import Policy, bucket_of, version_for
+from openclaw.policy.base import Policy, bucket_of, cut_batch_waits, version_for
 from openclaw.service.headers import binding_index
 from openclaw.service.metrics import Metrics
 
@@ -104,6 +104,7 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[
             if metrics is not None:
                 metrics.store_errors.inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"the bucket store failed: {exc}")
+        decisions = cut_batch_waits(policy, takes, decisions)
         if metrics is not None:
             # The HTTP endpoints' series: latency by endpoint, decisions by the version that
             # decided (a canary's challenger for its clients).

@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from openclaw.clock import Clock, monotonic
 from openclaw.errors import StoreError, TelemetryQueueFull
 from openclaw.limiter.base import BucketStore
-from openclaw.policy.base import bucket_of
+from openclaw.policy.base import bucket_of, cut_waits, window_left
 from openclaw.service import headers as rl_headers
 from openclaw.service.app import PolicySource
 from openclaw.telemetry.batcher import TelemetryBatcher
@@ -168,6 +168,8 @@ class RateLimitMiddleware:
                 return
             await self.app(scope, receive, send)
             return
+        if ttl is not None and (left := window_left(policy)) is not None:
+            decision = cut_waits(decision, left)
         headers = rl_headers.rate_limit_headers(
             tier,
             limits,
