@@ -277,7 +277,14 @@ def rows_ingest(payload: Mapping[str, Any]) -> tuple[list[Row], list[str]]:
 
 
 def rows_telemetry_http(payload: Mapping[str, Any]) -> tuple[list[Row], list[str]]:
-    from openclaw.bench.telemetry_http import CEILING, INGEST, INSERT, PARSE, TARGET
+    from openclaw.bench.telemetry_http import (
+        CEILING,
+        INGEST,
+        INSERT,
+        PARSE,
+        TARGET,
+        backpressure_note,
+    )
 
     runs = payload["runs"]
 
@@ -308,7 +315,8 @@ def rows_telemetry_http(payload: Mapping[str, Any]) -> tuple[list[Row], list[str
     ]
     notes = [
         f"verified after SIGTERM: {payload['accepted']:,} events accepted, "
-        f"{payload['stored']:,} stored"
+        f"{payload['stored']:,} stored",
+        backpressure_note(payload["runs"][INGEST]),
     ]
     return rows, notes
 
