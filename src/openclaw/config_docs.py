@@ -148,23 +148,24 @@ def _default(info: FieldInfo) -> str:
     return f"`{_value(value)}`"
 
 
+#: annotated_types constraints: the attribute holding the bound, and how the table says it.
+_BOUNDS: tuple[tuple[type, str, str], ...] = (
+    (annotated_types.Gt, "gt", "> {}"),
+    (annotated_types.Ge, "ge", ">= {}"),
+    (annotated_types.Lt, "lt", "< {}"),
+    (annotated_types.Le, "le", "<= {}"),
+    (annotated_types.MultipleOf, "multiple_of", "a multiple of {}"),
+    (annotated_types.MinLen, "min_length", "length >= {}"),
+    (annotated_types.MaxLen, "max_length", "length <= {}"),
+)
+
+
 def _constraints(info: FieldInfo) -> str:
     parts: list[str] = []
     for meta in info.metadata:
-        if isinstance(meta, annotated_types.Gt):
-            parts.append(f"> {_value(meta.gt)}")
-        elif isinstance(meta, annotated_types.Ge):
-            parts.append(f">= {_value(meta.ge)}")
-        elif isinstance(meta, annotated_types.Lt):
-            parts.append(f"< {_value(meta.lt)}")
-        elif isinstance(meta, annotated_types.Le):
-            parts.append(f"<= {_value(meta.le)}")
-        elif isinstance(meta, annotated_types.MultipleOf):
-            parts.append(f"a multiple of {_value(meta.multiple_of)}")
-        elif isinstance(meta, annotated_types.MinLen):
-            parts.append(f"length >= {meta.min_length}")
-        elif isinstance(meta, annotated_types.MaxLen):
-            parts.append(f"length <= {meta.max_length}")
+        bound = next((b for b in _BOUNDS if isinstance(meta, b[0])), None)
+        if bound is not None:
+            parts.append(bound[2].format(_value(getattr(meta, bound[1]))))
         else:
             # pydantic keeps pattern and allow_inf_nan in a private metadata class; read them
             # by attribute so a rename there drops a constraint rather than crashing.

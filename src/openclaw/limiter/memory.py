@@ -78,11 +78,10 @@ class MemoryStore:
             lims = as_limits(limits)
         if not (cost >= 0.0 and cost < NEVER):
             cost = check_cost(cost)  # raises with the reason
-        keep = NEVER if ttl is None else check_ttl(ttl)
-        return self._take(key, lims, float(cost), self._clock(), NEVER if keep is None else keep)
+        return self._take(key, lims, float(cost), self._clock(), check_ttl(ttl))
 
     def _take(
-        self, key: str, lims: tuple[BucketParams, ...], cost: float, now: float, ttl: float
+        self, key: str, lims: tuple[BucketParams, ...], cost: float, now: float, ttl: float | None
     ) -> Decision:
         buckets = self._buckets
         lock = self._lock
@@ -99,7 +98,7 @@ class MemoryStore:
                 if entry is None and len(buckets) >= self._max:
                     self._evict()
                 keep = decision.reset_after
-                if ttl < keep:
+                if ttl is not None and ttl < keep:
                     buckets[key] = (now + ttl, new_states, now + ttl)
                 else:
                     buckets[key] = (now + keep, new_states, None)
@@ -109,10 +108,7 @@ class MemoryStore:
 
     def take_many(self, requests: Sequence[TakeRequest]) -> list[Decision]:
         now = self._clock()
-        return [
-            self._take(r.key, r.limits, r.cost, now, NEVER if r.ttl is None else r.ttl)
-            for r in requests
-        ]
+        return [self._take(r.key, r.limits, r.cost, now, r.ttl) for r in requests]
 
     async def atake(
         self, key: str, limits: Limits, *, cost: float = 1.0, ttl: float | None = None

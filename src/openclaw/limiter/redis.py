@@ -69,12 +69,12 @@ def encode_call(requests: Sequence[TakeRequest], prefix: str, now: float | None)
     add = numbers.extend
     for req in requests:
         limits = req.limits
-        ttl = req.ttl
+        ttl = NEVER if req.ttl is None else req.ttl
         if len(limits) == 1:
             params = limits[0]
-            add((req.cost, NEVER if ttl is None else ttl, 1.0, params.capacity, params.refill_rate))
+            add((req.cost, ttl, 1.0, params.capacity, params.refill_rate))
         elif limits:
-            add((req.cost, NEVER if ttl is None else ttl, float(len(limits))))
+            add((req.cost, ttl, float(len(limits))))
             for params in limits:
                 add((params.capacity, params.refill_rate))
         else:  # TakeRequest.of refuses this; a request built directly might not
